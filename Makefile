@@ -1,0 +1,45 @@
+# Every target here is a command the README names.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast lint format demo bench slurm-up slurm-down clean
+
+install: $(STAMP)
+
+# torch and torchvision are pinned to the releases that pip finds on the project machines' disk;
+# installing them first keeps pip from resolving a multi-gigabyte download.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python -m dcutmix.bench mixing
+
+slurm-up:
+	bash .ci/slurm-up.sh
+
+slurm-down:
+	bash .ci/slurm-down.sh
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache
