@@ -1,0 +1,494 @@
+"""Batched image-mixing augmentations: none, Mixup, CutMix, their naive K-image expansions, DMixup, DCutMix.
+
+Pure tensor code (torch only, no I/O), usable in any training loop::
+
+    mixer = build_mixer("dcutmix", num_classes=100, k=5, alpha=0.2)
+    images, targets = mixer(images, labels, generator=g)
+
+Every mixer returns the mixed batch (same shape, dtype and device) and float32 soft targets of shape
+(B, num_classes) whose rows sum to 1. The behaviour of each mode is specified in MIXING.md of the
+project's design notes; the short version is in each class docstring.
+
+How it is vectorised: each mode first draws a *plan* for the batch (K source permutations, the
+K weights of every sample, and for the box modes a per-pixel map of which source is visible), and
+one shared routine applies it. No Python loop runs over the batch, nothing synchronises with the
+host, and all randomness comes from the optional ``torch.Generator`` on the images' device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "MIXING_MODES",
+    "CutMix",
+    "DCutMix",
+    "DMixup",
+    "Mixer",
+    "Mixup",
+    "NaiveCutMix",
+    "NaiveMixup",
+    "NoMix",
+    "build_mixer",
+]
+
+MIXING_MODES: tuple[str, ...] = (
+    "none",
+    "mixup",
+    "cutmix",
+    "naive_mixup",
+    "naive_cutmix",
+    "dmixup",
+    "dcutmix",
+)
+
+MAX_K = 64
+
+
+@dataclass
+class _Plan:
+    """What to mix: ``perms[j]`` is the source of partner j+1, ``weights[:, 0]`` the anchor's share.
+
+    ``weights`` is (n, K) with n = B (per-sample draws) or 1 (one draw for the batch). ``level`` is
+    None for the blend modes; for the box modes it is an (n, H, W) map of the visible source index.
+    """
+
+    perms: Tensor
+    weights: Tensor
+    level: Tensor | None
+
+
+def _rand(
+    shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None
+) -> Tensor:
+    return torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
+
+
+def _log_gamma(
+    alpha: float, shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None
+) -> Tensor:
+    """log of Gamma(alpha, 1) draws, finite even for tiny alpha.
+
+    Gamma(a) = Gamma(a + 1) * U**(1/a); in log space the second factor is log(U)/a, which stays
+    finite where U**(1/a) would underflow to zero and turn a Beta or Dirichlet draw into 0/0.
+    """
+    concentration = torch.full(shape, alpha + 1.0, device=device, dtype=torch.float32)
+    g = torch._standard_gamma(concentration, generator=generator)
+    u = 1.0 - _rand(shape, device, generator)  # in (0, 1]
+    return torch.log(g.clamp_min(torch.finfo(torch.float32).tiny)) + torch.log(u) / alpha
+
+
+def _beta(alpha: float, n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
+    """(n,) draws of Beta(alpha, alpha), never NaN."""
+    log_g = _log_gamma(alpha, (2, n), device, generator)
+    return torch.sigmoid(log_g[0] - log_g[1])
+
+
+def _permutations(count: int, batch: int, device: torch.device, generator) -> Tensor:
+    """(count, batch) independent uniform random permutations of range(batch)."""
+    return _rand((count, batch), device, generator).argsort(dim=1)
+
+
+def _span_mask(start: Tensor, length: Tensor, size: int) -> Tensor:
+    """(..., size) booleans: position p is inside [start, start + length)."""
+    pos = torch.arange(size, device=start.device, dtype=start.dtype)
+    start = start.unsqueeze(-1)
+    return (pos >= start) & (pos < start + length.unsqueeze(-1))
+
+
+def _clipped_box(
+    lam: Tensor, height: int, width: int, device: torch.device, generator
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """CutMix's box for each lam: sides H*sqrt(1-lam), W*sqrt(1-lam) rounded, centre uniform over
+    the pixel grid, clipped at the borders. Returns (top, box_height, left, box_width) after clipping."""
+    side = torch.sqrt(1.0 - lam)
+    cut_h = torch.round(height * side)
+    cut_w = torch.round(width * side)
+    centre_y = torch.floor(_rand(tuple(lam.shape), device, generator) * height)
+    centre_x = torch.floor(_rand(tuple(lam.shape), device, generator) * width)
+    top = centre_y - torch.floor(cut_h / 2)
+    left = centre_x - torch.floor(cut_w / 2)
+    y0, y1 = top.clamp(0, height), (top + cut_h).clamp(0, height)
+    x0, x1 = left.clamp(0, width), (left + cut_w).clamp(0, width)
+    return y0, y1 - y0, x0, x1 - x0
+
+
+class Mixer:
+    """Base class: validates inputs, draws a plan, applies it and mixes the targets."""
+
+    mode: ClassVar[str]
+    #: two-image modes accept only k=2; K-image modes any k in [2, MAX_K]
+    two_image: ClassVar[bool] = False
+    #: box modes paste rectangles; blend modes weight whole images
+    box: ClassVar[bool] = False
+    default_k: ClassVar[int | None] = None
+    default_alpha: ClassVar[float | None] = 1.0
+    default_per_sample: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        num_classes: int | None = None,
+        k: int | None = None,
+        alpha: float | None = None,
+        prob: float = 1.0,
+        per_sample: bool | None = None,
+    ) -> None:
+        self.num_classes = _check_num_classes(num_classes)
+        self.k = self._check_k(k)
+        self.alpha = self._check_alpha(alpha)
+        if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
+            raise ValueError(f"prob: must be a number in [0, 1], got {prob!r}")
+        self.prob = float(prob)
+        self.per_sample = self.default_per_sample if per_sample is None else bool(per_sample)
+
+    def _check_k(self, k: int | None) -> int:
+        if k is None:
+            return self.default_k
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise ValueError(f"k: must be an integer, got {k!r}")
+        if self.two_image and k != 2:
+            raise ValueError(
+                f"k: {self.mode} mixes exactly 2 images, so k must be 2 or omitted; got {k}"
+            )
+        if not 2 <= k <= MAX_K:
+            raise ValueError(f"k: {self.mode} needs an integer k in [2, {MAX_K}], got {k}")
+        return k
+
+    def _check_alpha(self, alpha: float | None) -> float:
+        if alpha is None:
+            return self.default_alpha
+        if (
+            isinstance(alpha, bool)
+            or not isinstance(alpha, (int, float))
+            or not math.isfinite(alpha)
+            or alpha <= 0
+        ):
+            raise ValueError(f"alpha: must be a finite number > 0, got {alpha!r}")
+        return float(alpha)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(num_classes={self.num_classes}, k={self.k}, alpha={self.alpha}, "
+            f"prob={self.prob}, per_sample={self.per_sample})"
+        )
+
+    def __call__(
+        self, images: Tensor, labels: Tensor, *, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Mix a batch: returns (mixed images, float32 soft targets of shape (B, num_classes))."""
+        targets = self._label_matrix(images, labels)
+        _check_generator(generator, images.device)
+        if self.k is None or self.prob == 0.0:
+            return images, targets
+        batch, _, height, width = images.shape
+        n = batch if self.per_sample else 1
+        plan = self._plan(batch, n, height, width, images.device, generator)
+        if self.prob < 1.0:
+            plan = _gate(plan, self.prob, images.device, generator)
+        mixed = _apply_boxes(images, plan) if plan.level is not None else _apply_blend(images, plan)
+        return mixed, _mix_targets(targets, plan)
+
+    def _plan(
+        self, batch: int, n: int, height: int, width: int, device: torch.device, generator
+    ) -> _Plan:
+        raise NotImplementedError
+
+    def _label_matrix(self, images: Tensor, labels: Tensor) -> Tensor:
+        if not isinstance(images, Tensor) or images.dim() != 4:
+            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"images: expected a 4-d tensor (B, C, H, W), got {shape}")
+        if not self.box and self.k is not None and not images.is_floating_point():
+            raise ValueError(
+                f"images: {self.mode} blends pixels and needs a floating-point tensor, got {images.dtype}"
+            )
+        if not isinstance(labels, Tensor):
+            raise ValueError(f"labels: expected a tensor, got {type(labels).__name__}")
+        batch = images.shape[0]
+        if batch == 0:
+            raise ValueError("images: the batch is empty")
+        if labels.shape[0:1] != (batch,):
+            raise ValueError(
+                f"labels: batch size {tuple(labels.shape)[:1]} does not match images' batch size {batch}"
+            )
+        if labels.dim() == 2 and labels.is_floating_point():
+            if self.num_classes is not None and labels.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"labels: probability labels have {labels.shape[1]} classes, num_classes is {self.num_classes}"
+                )
+            return labels.to(device=images.device, dtype=torch.float32)
+        if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+            raise ValueError(
+                "labels: expected integer class indices of shape (B,) or float probabilities of shape "
+                f"(B, num_classes), got {labels.dtype} of shape {tuple(labels.shape)}"
+            )
+        if self.num_classes is None:
+            raise ValueError("num_classes: required when labels are integer class indices")
+        if labels.device.type == "cpu" and not torch.compiler.is_compiling():
+            # Only checked where it costs no device synchronisation; on an accelerator an
+            # out-of-range index trips the scatter's own device-side check.
+            low, high = (int(v) for v in torch.aminmax(labels))
+            if low < 0 or high >= self.num_classes:
+                raise ValueError(
+                    f"labels: class indices must be in [0, {self.num_classes - 1}], got values in [{low}, {high}]"
+                )
+        onehot = torch.zeros(batch, self.num_classes, device=images.device, dtype=torch.float32)
+        return onehot.scatter_(
+            1, labels.to(device=images.device, dtype=torch.long).unsqueeze(1), 1.0
+        )
+
+
+class NoMix(Mixer):
+    """No mixing: the images unchanged, one-hot targets."""
+
+    mode = "none"
+    default_alpha = None
+
+    def _check_k(self, k: int | None) -> None:
+        if k not in (None, 1):
+            raise ValueError(f"k: the 'none' mode mixes nothing; leave k unset (got {k!r})")
+        return None
+
+    def _check_alpha(self, alpha: float | None) -> None:
+        return None
+
+
+class Mixup(Mixer):
+    """Mixup (Zhang et al. 2018): lam ~ Beta(alpha, alpha), x' = lam x + (1 - lam) x[perm].
+
+    One lam for the batch as in the original; ``per_sample=True`` draws one per sample.
+    """
+
+    mode = "mixup"
+    two_image = True
+    default_k = 2
+
+    def _plan(self, batch, n, height, width, device, generator) -> _Plan:
+        lam = _beta(self.alpha, n, device, generator)
+        perms = _permutations(1, batch, device, generator)
+        return _Plan(perms, torch.stack([lam, 1.0 - lam], dim=1), None)
+
+
+class CutMix(Mixer):
+    """CutMix (Yun et al. 2019): a box of area (1 - lam) H W, centre uniform, clipped at the borders,
+    pasted from x[perm]; targets weighted by the area that is really pasted.
+
+    One box for the batch as in the original; ``per_sample=True`` draws one per sample.
+    """
+
+    mode = "cutmix"
+    two_image = True
+    box = True
+    default_k = 2
+
+    def _plan(self, batch, n, height, width, device, generator) -> _Plan:
+        lam = _beta(self.alpha, n, device, generator)
+        top, box_h, left, box_w = _clipped_box(lam, height, width, device, generator)
+        pasted = box_h * box_w / (height * width)
+        level = (
+            _span_mask(top, box_h, height).unsqueeze(2)
+            & _span_mask(left, box_w, width).unsqueeze(1)
+        ).long()
+        perms = _permutations(1, batch, device, generator)
+        return _Plan(perms, torch.stack([1.0 - pasted, pasted], dim=1), level)
+
+
+class NaiveMixup(Mixer):
+    """Naive K-image Mixup (a reconstruction; the paper's exact construction is not published):
+    two-image Mixup applied K-1 times in a row, step j blending the running image with a fresh
+    partner x[perm_j] by its own lam_j ~ Beta(alpha, alpha). The weights are the exact products
+    of the lams: the anchor keeps prod(lam), partner j gets (1 - lam_j) * prod(lam after j).
+    """
+
+    mode = "naive_mixup"
+    default_k = 3
+
+    def _plan(self, batch, n, height, width, device, generator) -> _Plan:
+        lams = _beta(self.alpha, (self.k - 1) * n, device, generator).view(self.k - 1, n)
+        weights = [torch.ones(n, device=device)]
+        for lam in lams:
+            weights = [w * lam for w in weights]
+            weights.append(1.0 - lam)
+        perms = _permutations(self.k - 1, batch, device, generator)
+        return _Plan(perms, torch.stack(weights, dim=1), None)
+
+
+class NaiveCutMix(Mixer):
+    """Naive K-image CutMix (a reconstruction; the paper's exact construction is not published):
+    K-1 independent CutMix boxes, each drawn as in CutMix and clipped, pasted one after another
+    from independent permutations. Later boxes may cover earlier ones, so each source's weight is
+    counted from the pixels visible at the end.
+    """
+
+    mode = "naive_cutmix"
+    box = True
+    default_k = 3
+
+    def _plan(self, batch, n, height, width, device, generator) -> _Plan:
+        steps = self.k - 1
+        lam = _beta(self.alpha, steps * n, device, generator).view(steps, n)
+        top, box_h, left, box_w = _clipped_box(lam, height, width, device, generator)
+        rows = _span_mask(top, box_h, height)  # (steps, n, H)
+        cols = _span_mask(left, box_w, width)  # (steps, n, W)
+        level = torch.zeros(n, height, width, device=device, dtype=torch.long)
+        for j in range(steps):
+            level = torch.where(rows[j].unsqueeze(2) & cols[j].unsqueeze(1), j + 1, level)
+        counts = torch.stack([(level == s).sum(dim=(1, 2)) for s in range(self.k)], dim=1)
+        perms = _permutations(steps, batch, device, generator)
+        return _Plan(perms, counts.float() / (height * width), level)
+
+
+class DMixup(Mixer):
+    """DMixup: weights phi ~ Dirichlet(alpha * 1_K) per sample; x' = phi_0 x + sum_k phi_k x[perm_k]."""
+
+    mode = "dmixup"
+    default_k = 3
+    default_alpha = 1.0 / 3.0
+    default_per_sample = True
+
+    def _plan(self, batch, n, height, width, device, generator) -> _Plan:
+        phi = torch.softmax(_log_gamma(self.alpha, (n, self.k), device, generator), dim=1)
+        perms = _permutations(self.k - 1, batch, device, generator)
+        return _Plan(perms, phi, None)
+
+
+class DCutMix(Mixer):
+    """DCutMix: K nested boxes from Dirichlet stick-breaking, never clipped.
+
+    Per sample: phi ~ Dirichlet(alpha * 1_K); stick fractions v_j = phi_j / (1 - phi_0 - ... - phi_{j-1}).
+    Starting from the whole image, box j+1 is placed inside box j with sides scaled by sqrt(1 - v_j),
+    rounded to whole pixels, at a uniformly drawn offset that keeps it wholly inside, and is filled
+    from x[perm_{j+1}]. Each source's weight is the area of its visible frame.
+    """
+
+    mode = "dcutmix"
+    box = True
+    default_k = 5
+    default_alpha = 0.2
+    default_per_sample = True
+
+    def _plan(self, batch, n, height, width, device, generator) -> _Plan:
+        log_g = _log_gamma(self.alpha, (n, self.k), device, generator)
+        # tail[:, j] = log(phi_j + ... + phi_{K-1}) up to a constant, so that
+        # sqrt(1 - v_j) = sqrt(tail_{j+1} / tail_j) without any subtraction or division by ~0.
+        tail = torch.logcumsumexp(log_g.flip(1), dim=1).flip(1)
+        shrink = torch.exp(0.5 * (tail[:, 1:] - tail[:, :-1])).T  # (K-1, n)
+        offsets = _rand((self.k - 1, 2, n), device, generator)
+
+        # Rows and columns travel together as (2, n) tensors: [heights; widths], [tops; lefts].
+        full = torch.tensor([[float(height)], [float(width)]], device=device)
+        side = full.expand(2, n)
+        corner = torch.zeros(2, n, device=device)
+        sides, corners = [], []
+        for j in range(self.k - 1):
+            child = torch.round(side * shrink[j])
+            slack = side - child
+            corner = corner + torch.minimum(torch.floor(offsets[j] * (slack + 1.0)), slack)
+            side = child
+            sides.append(side)
+            corners.append(corner)
+        sides_t = torch.stack(sides)  # (K-1, 2, n)
+        corners_t = torch.stack(corners)
+
+        # The boxes are nested, so a pixel lies in box j exactly when its row lies in the first j
+        # row spans and its column in the first j column spans: the visible source is the smaller
+        # of the two counts, and the whole map costs two small reductions and one broadcast.
+        row_depth = _span_mask(corners_t[:, 0], sides_t[:, 0], height).sum(0, dtype=torch.uint8)
+        col_depth = _span_mask(corners_t[:, 1], sides_t[:, 1], width).sum(0, dtype=torch.uint8)
+        level = torch.minimum(row_depth.unsqueeze(2), col_depth.unsqueeze(1))
+
+        area = torch.cat([full.prod().expand(n, 1), sides_t.prod(dim=1).T], dim=1)  # (n, K)
+        visible = area - torch.cat([area[:, 1:], torch.zeros_like(area[:, :1])], dim=1)
+        perms = _permutations(self.k - 1, batch, device, generator)
+        return _Plan(perms, visible / (height * width), level)
+
+
+def _gate(plan: _Plan, prob: float, device: torch.device, generator) -> _Plan:
+    """Mix the whole batch with probability ``prob``, decided on the device without a host sync."""
+    mixed = _rand((1,), device, generator) < prob
+    anchor_only = torch.zeros_like(plan.weights)
+    anchor_only[:, 0] = 1.0
+    weights = torch.where(mixed, plan.weights, anchor_only)
+    level = None if plan.level is None else plan.level * mixed
+    return _Plan(plan.perms, weights, level)
+
+
+def _sources(plan: _Plan, batch: int) -> Tensor:
+    """(K, B) batch index of every source, the anchor (itself) first."""
+    anchor = torch.arange(batch, device=plan.perms.device).unsqueeze(0)
+    return torch.cat([anchor, plan.perms], dim=0)
+
+
+def _apply_boxes(images: Tensor, plan: _Plan) -> Tensor:
+    batch, channels, height, width = images.shape
+    sources = _sources(plan, batch).T  # (B, K)
+    level = plan.level.expand(batch, height, width).reshape(batch, height * width).long()
+    source_of_pixel = torch.gather(sources, 1, level).view(batch, 1, height, width)
+    return torch.gather(images, 0, source_of_pixel.expand(batch, channels, height, width))
+
+
+def _apply_blend(images: Tensor, plan: _Plan) -> Tensor:
+    weights = plan.weights.to(images.dtype).view(-1, plan.weights.shape[1], 1, 1, 1)
+    mixed = images * weights[:, 0]
+    for j, perm in enumerate(plan.perms, start=1):
+        mixed.addcmul_(images.index_select(0, perm), weights[:, j])
+    return mixed
+
+
+def _mix_targets(targets: Tensor, plan: _Plan) -> Tensor:
+    batch = targets.shape[0]
+    by_source = targets.index_select(0, _sources(plan, batch).reshape(-1)).view(
+        -1, batch, targets.shape[1]
+    )
+    return torch.einsum("bk,kbn->bn", plan.weights.expand(batch, -1), by_source)
+
+
+def _check_num_classes(num_classes: int | None) -> int | None:
+    if num_classes is None:
+        return None
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes: must be a positive integer, got {num_classes!r}")
+    return num_classes
+
+
+def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(
+            f"generator: expected a torch.Generator or None, got {type(generator).__name__}"
+        )
+    if generator.device.type != device.type:
+        raise ValueError(
+            f"generator: lives on {generator.device}, but the images are on {device}; "
+            "create it with torch.Generator(device=images.device)"
+        )
+
+
+_MIXERS: dict[str, type[Mixer]] = {
+    cls.mode: cls for cls in (NoMix, Mixup, CutMix, NaiveMixup, NaiveCutMix, DMixup, DCutMix)
+}
+
+
+def build_mixer(
+    mode: str,
+    *,
+    num_classes: int | None = None,
+    k: int | None = None,
+    alpha: float | None = None,
+    prob: float = 1.0,
+    per_sample: bool | None = None,
+) -> Mixer:
+    """The mixer for ``mode`` (one of MIXING_MODES); unset k/alpha take the mode's reference values."""
+    if mode not in _MIXERS:
+        raise ValueError(
+            f"mode: unknown mixing mode {mode!r}; choose one of {', '.join(MIXING_MODES)}"
+        )
+    return _MIXERS[mode](
+        num_classes=num_classes, k=k, alpha=alpha, prob=prob, per_sample=per_sample
+    )
