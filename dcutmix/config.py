@@ -1,0 +1,341 @@
+"""The typed config schema, checked while Hydra composes, and the semantic checks run before training.
+
+The schema is registered with Hydra's ConfigStore as ``train_schema`` and sits first in
+``conf/train.yaml``'s defaults list, so a misspelled key or a value of the wrong type fails at
+composition, naming the key. ``validate`` then checks what types cannot express (ranges, files,
+devices), each failure one ``ConfigError`` line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from dcutmix.errors import ConfigError
+from dcutmix.mixing import MIXING_MODES, build_mixer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO_ROOT / "conf"
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULERS = ("multistep", "cosine", "constant")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+@dataclass
+class MixingConfig:
+    mode: str = "dcutmix"
+    k: int | None = 5
+    alpha: float | None = 0.2
+    prob: float = 1.0
+    per_sample: bool | None = None
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "multistep"
+    # Fractions of the run (0 < m < 1) or absolute epochs (whole numbers >= 1).
+    milestones: list[float] = field(default_factory=lambda: [0.75, 0.9])
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"
+    project: str = "dcutmix"
+    entity: str | None = None
+    mode: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 15
+    batch_size: int = 64
+    eval_batch_size: int | None = None
+    eval_every: int = 1
+    device: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    num_workers: int = 2
+    amp: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    limit_train_batches: int | None = None
+    limit_val_batches: int | None = None
+    log_every: int = 50
+    label_smoothing: float = 0.0
+    on_nonfinite: str = "stop"
+    save_best: bool = True
+
+
+@dataclass
+class TrainConfig:
+    dataset: dict[str, Any] = MISSING
+    model: dict[str, Any] = MISSING
+    mixing: MixingConfig = field(default_factory=MixingConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval_only: bool = False
+    ckpt: str | None = None
+    sweep_name: str = "adhoc"
+    experiment_name: str | None = None
+    run_name: str = MISSING
+
+
+def _format_number(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isclose(value, round(value, 4)):
+            return f"{round(value, 4):g}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+# Overrides that do not change what a run computes, so they stay out of its name.
+_NAME_SKIP = {"mixing", "mixing.k", "mixing.alpha", "trainer.seed", "experiment", "+experiment"}
+_NAME_SKIP_PREFIXES = ("hydra.", "sweep", "+sweep", "logger", "dataset.root", "dataset.download",
+                       "trainer.device", "trainer.num_workers", "trainer.log_every", "ckpt", "eval_only")
+
+
+def run_name(mode: str, k: Any, alpha: Any, seed: Any, experiment: Any = None, overrides: Any = "") -> str:
+    """A readable job name from what the run computes, e.g. ``dcutmix-k5-a0.2-s1``."""
+    parts = [str(experiment) if experiment not in (None, "None", "null") else str(mode)]
+    if mode not in ("none",) and experiment in (None, "None", "null"):
+        if k not in (None, "None", "null") and mode not in ("mixup", "cutmix"):
+            parts.append(f"k{k}")
+        if alpha not in (None, "None", "null"):
+            parts.append(f"a{_format_number(float(alpha))}")
+    for item in str(overrides or "").split(","):
+        key, _, value = item.partition("=")
+        if not value or key in _NAME_SKIP or key.startswith(_NAME_SKIP_PREFIXES):
+            continue
+        parts.append(f"{key.split('.')[-1]}{value}".replace("/", "_"))
+    parts.append(f"s{seed}")
+    return "-".join(parts)
+
+
+def register() -> None:
+    """Register the schema and the resolvers the YAML files use (idempotent)."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    OmegaConf.register_new_resolver("dcutmix.run_name", run_name, replace=True)
+    # One token per process and sweep: cached, and copied by Hydra into every job's config.
+    OmegaConf.register_new_resolver("dcutmix.token", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` picks CUDA when present; anything else must name an available device."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ConfigError(f"trainer.device: {requested!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer.device: cuda was requested but CUDA is not available here; use auto or cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"trainer.device: {requested} does not exist; this machine has {torch.cuda.device_count()} GPU(s)"
+            )
+    elif device.type not in ("cpu", "mps"):
+        raise ConfigError(f"trainer.device: {requested!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_milestones(milestones: list[float], epochs: int) -> list[int]:
+    """Milestones as epochs: fractions of the run (0 < m < 1) or absolute epochs (whole numbers)."""
+    resolved = []
+    for m in milestones:
+        if 0 < m < 1:
+            resolved.append(max(1, round(m * epochs)))
+        elif m >= 1 and float(m).is_integer():
+            resolved.append(int(m))
+        else:
+            raise ConfigError(
+                f"scheduler.milestones: {m} is neither a fraction in (0, 1) nor a whole epoch >= 1"
+            )
+    for epoch in resolved:
+        if epoch > epochs:
+            raise ConfigError(
+                f"scheduler.milestones: epoch {epoch} is after the run's last epoch ({epochs}); "
+                "use fractions such as 0.75 or epochs <= trainer.epochs"
+            )
+    return sorted(resolved)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check what the schema's types cannot; raise ConfigError naming the first bad key."""
+    t = cfg.trainer
+    if t.epochs < 1:
+        raise ConfigError(f"trainer.epochs: must be >= 1, got {t.epochs}")
+    if t.batch_size < 1:
+        raise ConfigError(f"trainer.batch_size: must be >= 1, got {t.batch_size}")
+    for key in ("eval_batch_size", "limit_train_batches", "limit_val_batches"):
+        value = t[key]
+        if value is not None and value < 1:
+            raise ConfigError(f"trainer.{key}: must be >= 1 or null, got {value}")
+    for key in ("eval_every", "log_every"):
+        if t[key] < 1:
+            raise ConfigError(f"trainer.{key}: must be >= 1, got {t[key]}")
+    if t.num_workers < 0:
+        raise ConfigError(f"trainer.num_workers: must be >= 0, got {t.num_workers}")
+    if t.amp not in AMP_MODES:
+        raise ConfigError(f"trainer.amp: {t.amp!r} is not one of {', '.join(AMP_MODES)}")
+    if t.on_nonfinite not in NONFINITE_POLICIES:
+        raise ConfigError(f"trainer.on_nonfinite: {t.on_nonfinite!r} is not one of {', '.join(NONFINITE_POLICIES)}")
+    if not 0.0 <= t.label_smoothing < 1.0:
+        raise ConfigError(f"trainer.label_smoothing: must be in [0, 1), got {t.label_smoothing}")
+    device = resolve_device(t.device)
+    if t.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("trainer.amp: fp16 needs a CUDA device; use auto, off or bf16")
+
+    m = cfg.mixing
+    if m.mode not in MIXING_MODES:
+        raise ConfigError(f"mixing.mode: {m.mode!r} is not one of {', '.join(MIXING_MODES)}")
+    try:
+        build_mixer(m.mode, num_classes=2, k=m.k, alpha=m.alpha, prob=m.prob, per_sample=m.per_sample)
+    except ValueError as error:
+        raise ConfigError(f"mixing.{error}") from None
+
+    o = cfg.optimizer
+    if o.name not in OPTIMIZERS:
+        raise ConfigError(f"optimizer.name: {o.name!r} is not one of {', '.join(OPTIMIZERS)}")
+    if not (o.lr > 0 and math.isfinite(o.lr)):
+        raise ConfigError(f"optimizer.lr: must be a finite number > 0, got {o.lr}")
+    if o.weight_decay < 0:
+        raise ConfigError(f"optimizer.weight_decay: must be >= 0, got {o.weight_decay}")
+    if not 0 <= o.momentum < 1:
+        raise ConfigError(f"optimizer.momentum: must be in [0, 1), got {o.momentum}")
+
+    s = cfg.scheduler
+    if s.name not in SCHEDULERS:
+        raise ConfigError(f"scheduler.name: {s.name!r} is not one of {', '.join(SCHEDULERS)}")
+    if s.name == "multistep":
+        resolve_milestones(list(s.milestones), t.epochs)
+    if not 0 <= s.warmup_epochs < t.epochs:
+        raise ConfigError(f"scheduler.warmup_epochs: must be in [0, trainer.epochs={t.epochs}), got {s.warmup_epochs}")
+    if not 0 < s.gamma <= 1:
+        raise ConfigError(f"scheduler.gamma: must be in (0, 1], got {s.gamma}")
+
+    if cfg.logger.name not in ("wandb", "none"):
+        raise ConfigError(f"logger.name: {cfg.logger.name!r} is not one of wandb, none")
+    if cfg.eval_only and not cfg.ckpt:
+        raise ConfigError("ckpt: eval_only=true needs ckpt=PATH to a checkpoint file")
+    if cfg.ckpt:
+        path = Path(cfg.ckpt).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"ckpt: {path} is not a file; give the path of a .pt checkpoint")
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as error:
+            raise ConfigError(f"ckpt: {path} cannot be read ({error.strerror})") from None
+
+
+def explain_composition_error(error: BaseException) -> str:
+    """One line for a Hydra composition error: the key or option, and what would be valid."""
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    text = str(error)
+    if isinstance(error, MissingConfigException):
+        missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
+        options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], flags=re.MULTILINE)
+        if missing:
+            group, option = missing.groups()
+            valid = f"; choose one of {', '.join(options)}" if options else ""
+            return f"{group}={option}: no such {group} option{valid}"
+    if isinstance(error, OverrideParseException):
+        return f"command line: cannot parse an override ({text.splitlines()[0]})"
+    cause = error.__cause__ if isinstance(error, ConfigCompositionException) else error
+    key = getattr(cause, "full_key", None)
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError) and key:
+        parent = key.rpartition(".")[0]
+        valid = _keys_of(parent)
+        hint = f"; valid keys under {parent or 'the top level'}: {', '.join(valid)}" if valid else ""
+        return f"{key}: unknown key{hint} (add a new key with +{key}=VALUE)"
+    if isinstance(cause, ValidationError) and key:
+        return f"{key}: {str(cause).splitlines()[0]}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _keys_of(parent: str) -> list[str]:
+    node: Any = OmegaConf.structured(TrainConfig)
+    for part in [p for p in parent.split(".") if p]:
+        node = node.get(part) if isinstance(node, DictConfig) else None
+        if not isinstance(node, DictConfig):
+            return []
+    return [str(k) for k in node] if isinstance(node, DictConfig) and not node._is_missing() else []
+
+
+def precheck(overrides: list[str]) -> str | None:
+    """Compose and validate every point of the command line's grid before anything runs.
+
+    Returns the first problem as one line, or None. Each swept key is tried value by value (the
+    other keys at their first value), which catches a bad value anywhere in a sweep at the cost of
+    one composition per value rather than per job.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as error:
+        return explain_composition_error(error)
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override() and not o.is_hydra_override()]
+    swept: dict[str, list[str]] = {}
+    for o in parsed:
+        if o.is_sweep_override() and not o.is_hydra_override():
+            swept[o.input_line.split("=", 1)[0]] = [str(v) for v in o.sweep_string_iterator()]
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            base = compose("train", overrides=fixed + [f"{k}={v[0]}" for k, v in swept.items()],
+                           return_hydra_config=True)
+            for key, values in (base.hydra.sweeper.get("params") or {}).items():
+                if key not in swept:
+                    swept[key] = [v.strip() for v in str(values).split(",")]
+            points = [fixed + [f"{k}={v[0]}" for k, v in swept.items()]]
+            for key, values in swept.items():
+                for value in values[1:]:
+                    points.append(fixed + [f"{k}={value if k == key else v[0]}" for k, v in swept.items()])
+            for point in points:
+                cfg = compose("train", overrides=point)
+                validate(cfg)
+    except ConfigError as error:
+        return str(error)
+    except Exception as error:
+        return explain_composition_error(error)
+    finally:
+        GlobalHydra.instance().clear()
+    return None
