@@ -1,0 +1,26 @@
+"""Image classifiers for the mixing experiments: PyramidNet, ResNet-18, WRN-28-10 and a tiny CNN.
+
+Build one by its config name::
+
+    model = build_model("pyramidnet200", num_classes=100)
+
+Every model takes ``in_channels`` and ``num_classes``, runs on any device and memory format,
+and pools globally, so image sizes other than 32x32 work too.
+"""
+
+from dcutmix.models.authors import load_authors_state_dict
+from dcutmix.models.build import MODEL_NAMES, build_model, count_parameters, model_settings
+from dcutmix.models.pyramidnet import PyramidNet
+from dcutmix.models.tiny import TinyNet
+from dcutmix.models.wide_resnet import WideResNet
+
+__all__ = [
+    "MODEL_NAMES",
+    "PyramidNet",
+    "TinyNet",
+    "WideResNet",
+    "build_model",
+    "count_parameters",
+    "load_authors_state_dict",
+    "model_settings",
+]

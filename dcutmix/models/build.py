@@ -1,0 +1,56 @@
+"""Build a model by its config name; count its parameters."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from dcutmix.errors import ConfigError
+from dcutmix.models.pyramidnet import PyramidNet
+from dcutmix.models.resnet import resnet18
+from dcutmix.models.tiny import TinyNet
+from dcutmix.models.wide_resnet import WideResNet
+
+__all__ = ["MODEL_NAMES", "build_model", "count_parameters"]
+
+# Each entry's keyword defaults are the published configuration; conf/model/<name>.yaml repeats
+# them so a run's resolved config records every knob.
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "pyramidnet110": functools.partial(PyramidNet, depth=110, alpha=64, bottleneck=True),
+    "pyramidnet200": functools.partial(PyramidNet, depth=200, alpha=240, bottleneck=True),
+    "resnet18": resnet18,
+    "wrn28_10": functools.partial(WideResNet, depth=28, widen_factor=10, dropout=0.0),
+    "tiny": TinyNet,
+}
+
+MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+
+# arguments that come from the data, not from the model's own config group
+_DATA_ARGUMENTS = frozenset({"num_classes", "in_channels"})
+
+
+def model_settings(name: str) -> tuple[str, ...]:
+    """The knobs ``build_model`` accepts for ``name`` besides num_classes and in_channels."""
+    if name not in _BUILDERS:
+        raise ConfigError(f"model.name: {name!r} is not a model; valid: {', '.join(MODEL_NAMES)}")
+    parameters = inspect.signature(_BUILDERS[name]).parameters
+    return tuple(sorted(key for key in parameters if key not in _DATA_ARGUMENTS))
+
+
+def build_model(name: str, *, num_classes: int, in_channels: int = 3, **kwargs: Any) -> nn.Module:
+    """A freshly initialised model ``name`` with its knobs from ``kwargs`` (the model config group)."""
+    settings = model_settings(name)
+    for key in kwargs:
+        if key not in settings:
+            valid = ", ".join(settings) if settings else "none"
+            raise ConfigError(f"model.{key}: not a setting of {name}; valid settings: {valid}")
+    return _BUILDERS[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (each shared tensor counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
