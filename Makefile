@@ -32,6 +32,15 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The demo sweep: all seven modes on digits, run locally in parallel, then the report.
+ifndef DEMO_DIR
+DEMO_DIR := multirun/demo/$(shell date +%Y-%m-%d_%H-%M-%S)-make
+endif
+DEMO_ARGS ?=
+demo: install
+	$(BIN)/dcutmix-train -m +sweep=demo hydra/launcher=local hydra.sweep.dir=$(DEMO_DIR) $(DEMO_ARGS)
+	$(BIN)/dcutmix-report $(DEMO_DIR)
+
 bench: install
 	$(BIN)/python -m dcutmix.bench mixing
 

@@ -8,7 +8,9 @@ devices), each failure one ``ConfigError`` line.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -137,12 +139,23 @@ def run_name(mode: str, k: Any, alpha: Any, seed: Any, experiment: Any = None, o
     return "-".join(parts)
 
 
+def _token() -> str:
+    """A short random tag that keeps folders started in the same second apart.
+
+    The processes of one torchrun launch share its run id, so they agree on their folder.
+    """
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id:
+        return hashlib.sha1(run_id.encode()).hexdigest()[:6]
+    return secrets.token_hex(3)
+
+
 def register() -> None:
     """Register the schema and the resolvers the YAML files use (idempotent)."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
     OmegaConf.register_new_resolver("dcutmix.run_name", run_name, replace=True)
     # One token per process and sweep: cached, and copied by Hydra into every job's config.
-    OmegaConf.register_new_resolver("dcutmix.token", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("dcutmix.token", _token, use_cache=True, replace=True)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -296,6 +309,18 @@ def _keys_of(parent: str) -> list[str]:
     return [str(k) for k in node] if isinstance(node, DictConfig) and not node._is_missing() else []
 
 
+def _unwritable(path: Path, key: str) -> str | None:
+    """Why ``path`` cannot be created or written, or None: checked on its nearest existing ancestor."""
+    probe = path.expanduser().absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{key}: cannot create {path}: {probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{key}: cannot write to {path}: no write permission on {probe}"
+    return None
+
+
 def precheck(overrides: list[str]) -> str | None:
     """Compose and validate every point of the command line's grid before anything runs.
 
@@ -317,6 +342,12 @@ def precheck(overrides: list[str]) -> str | None:
         if o.is_sweep_override() and not o.is_hydra_override():
             swept[o.input_line.split("=", 1)[0]] = [str(v) for v in o.sweep_string_iterator()]
 
+    for o in parsed:
+        key = o.input_line.split("=", 1)[0]
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and not o.is_sweep_override():
+            problem = _unwritable(Path(str(o.value())), key)
+            if problem:
+                return problem
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

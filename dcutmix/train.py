@@ -79,6 +79,14 @@ class Distributed:
         torch.distributed.init_process_group(backend=backend, rank=self.rank, world_size=self.world_size)
         return device
 
+    def share(self, value: Any) -> Any:
+        """Rank 0's value on every rank (its run folder, its decisions)."""
+        if not self.enabled:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
     def stop(self) -> None:
         if self.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -211,23 +219,31 @@ def train_run(cfg: DictConfig, run_dir: Path) -> int:
     """Train (or evaluate) one configuration in ``run_dir``; returns the process exit code."""
     validate(cfg)
     dist = Distributed()
+    device = dist.start(resolve_device(cfg.trainer.device))
+    try:
+        return _train_run(cfg, dist.share(run_dir), dist, device)
+    finally:
+        dist.stop()
+
+
+def _train_run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.device) -> int:
     folder = RunFolder(run_dir, writer=dist.is_main)
     if dist.is_main:
         folder.check_writable()
-    previous = folder.read_results() if dist.is_main else None
-    if (
+    previous = folder.read_results()
+    if dist.share(
         not cfg.eval_only
-        and previous
+        and previous is not None
         and previous.get("status") == "completed"
         and previous.get("epochs_completed", 0) >= cfg.trainer.epochs
     ):
-        _log(f"run already completed in {run_dir}; nothing to do (top-1 error {previous.get('top1_err_last')}%)")
+        if dist.is_main:
+            _log(f"run already completed in {run_dir}; nothing to do (top-1 error {previous.get('top1_err_last')}%)")
         return 0
 
     from dcutmix.data import build_data
     from dcutmix.models import build_model, count_parameters
 
-    device = dist.start(resolve_device(cfg.trainer.device))
     t = cfg.trainer
     _seed_everything(t.seed, t.deterministic)
     if t.batch_size % dist.world_size:
@@ -405,15 +421,12 @@ def train_run(cfg: DictConfig, run_dir: Path) -> int:
         _log(f"{error}: run stopped with status diverged (set trainer.on_nonfinite=skip to skip such batches)")
         exit_code = 3
     except BaseException as error:
-        if dist.is_main:
-            results.update(status="failed", error=_one_line(error),
-                           wall_seconds=wall_before + time.perf_counter() - started)
-            folder.write_results(results)
+        results.update(status="failed", error=_one_line(error),
+                       wall_seconds=wall_before + time.perf_counter() - started)
+        folder.write_results(results)
         if logger is not None:
             logger.finish("failed", _summary(results))
         raise
-    finally:
-        dist.stop()
     if logger is not None:
         logger.finish(results["status"], _summary(results))
     return exit_code
@@ -628,6 +641,9 @@ def main() -> None:
     from dcutmix.config import precheck
 
     register()
+    if int(os.environ.get("RANK", "0")) > 0:
+        # Under torchrun only rank 0 writes; the others keep Hydra's own files out of the way.
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
     argv = sys.argv[1:]
     if not _NO_PRECHECK_FLAGS.intersection(a.split("=")[0] for a in argv) and not os.environ.get("HYDRA_FULL_ERROR"):
         problem = precheck([a for a in argv if not a.startswith("-")])
