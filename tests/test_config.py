@@ -1,0 +1,168 @@
+"""Every config file of every group composes, validates, and means what its name says."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from dcutmix.reference import paper_results
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from dcutmix.config import CONF_DIR, REPO_ROOT, register, resolve_milestones, run_name, validate
+from dcutmix.errors import ConfigError
+
+register()
+
+GROUPS = ("dataset", "model", "mixing", "optimizer", "scheduler", "logger", "experiment")
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.fixture
+def composer():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        yield lambda overrides=(), hydra=False: compose(
+            "train", overrides=list(overrides), return_hydra_config=hydra
+        )
+    GlobalHydra.instance().clear()
+
+
+def test_defaults_compose_and_validate(composer):
+    cfg = composer()
+    assert (cfg.dataset.name, cfg.model.name, cfg.mixing.mode) == ("digits", "tiny", "dcutmix")
+    assert (cfg.mixing.k, cfg.mixing.alpha, cfg.mixing.prob) == (5, 0.2, 1.0)
+    validate(cfg)
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_group_option_composes(composer, group, option):
+    overrides = [f"{group}={option}"]
+    if group == "dataset" and option in ("cifar10", "cifar100", "imagefolder"):
+        overrides.append("dataset.root=/nonexistent")  # composition only; the root is checked at run time
+    cfg = composer(overrides)
+    OmegaConf.to_container(cfg.dataset, resolve=True)
+    if group == "mixing":
+        assert cfg.mixing.mode == option
+    elif group in ("dataset", "model", "optimizer", "scheduler", "logger"):
+        assert cfg[group].name == option
+    validate_cfg = cfg.copy()
+    validate_cfg.trainer.device = "cpu"
+    validate(validate_cfg)
+
+
+def test_each_paper_row_has_an_experiment_with_its_exact_recipe(composer):
+    experiments = set(_options("experiment"))
+    short = {"cifar100": "c100", "cifar10": "c10"}
+    rows = list(csv.DictReader((REPO_ROOT / "dcutmix" / "reference" / "paper_results.csv").open()))
+    assert len(rows) == 15
+    for row in rows:
+        name = f"{short[row['dataset']]}_{row['model']}_{row['method']}"
+        assert name in experiments, f"no experiment preset for paper row {name}"
+        cfg = composer([f"experiment={name}"])
+        assert (cfg.dataset.name, cfg.model.name, cfg.mixing.mode) == (row["dataset"], row["model"], row["method"])
+        assert cfg.experiment_name == name
+        assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.trainer.batch_size, cfg.trainer.epochs) == (
+            "sgd", 0.25, 64, 300,
+        )
+        assert cfg.optimizer.nesterov and cfg.optimizer.momentum == 0.9
+        if row["k"]:
+            assert cfg.mixing.k == int(row["k"])
+        if row["alpha"]:
+            assert abs(cfg.mixing.alpha - float(row["alpha"])) < 1e-3
+        if row["prob"]:
+            assert cfg.mixing.prob == float(row["prob"])
+    assert len(experiments) == len(rows)
+
+
+def test_the_authors_pyramidnet110_dcutmix_command(composer):
+    cfg = composer(["experiment=c100_pyramidnet110_dcutmix"])
+    assert cfg.optimizer.weight_decay == 4e-5
+    assert (cfg.mixing.k, cfg.mixing.alpha, cfg.mixing.prob) == (5, 0.2, 1.0)
+    assert resolve_milestones(list(cfg.scheduler.milestones), cfg.trainer.epochs) == [225, 270]
+    assert (cfg.model.depth, cfg.model.alpha, cfg.model.bottleneck) == (110, 64, True)
+
+
+@pytest.mark.parametrize("sweep", sorted(p.stem for p in (REPO_ROOT / "sweeps").glob("*.yaml")))
+def test_every_sweep_composes_and_names_itself(composer, sweep):
+    cfg = composer([f"+sweep={sweep}"], hydra=True)
+    assert cfg.sweep_name == sweep
+    params = cfg.hydra.sweeper.params
+    assert params, "a sweep declares its grid in hydra.sweeper.params"
+    # every value of every swept key composes
+    for key, values in params.items():
+        for value in str(values).split(","):
+            composer([f"+sweep={sweep}", f"{key}={value}"])
+
+
+def test_k_ablation_grid():
+    sweep = OmegaConf.load(REPO_ROOT / "sweeps" / "k_ablation.yaml")
+    params = sweep.hydra.sweeper.params
+    assert [int(k) for k in str(params["mixing.k"]).split(",")] == [2, 3, 4, 5, 6, 8]
+    assert set(str(params.mixing).split(",")) == {"dcutmix", "dmixup", "naive_cutmix", "naive_mixup"}
+
+
+def test_paper_sweeps_cover_every_paper_row():
+    for dataset in ("cifar100", "cifar10"):
+        sweep = OmegaConf.load(REPO_ROOT / "sweeps" / f"paper_{dataset}.yaml")
+        swept = set(str(sweep.hydra.sweeper.params.experiment).split(","))
+        expected = {
+            f"{'c100' if dataset == 'cifar100' else 'c10'}_{r.model}_{r.method}"
+            for r in paper_results()
+            if r.dataset == dataset
+        }
+        assert swept == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["mixing.k=1"], "mixing.k:"),
+        (["mixing=mixup", "mixing.k=3"], "mixing.k: mixup mixes exactly 2 images"),
+        (["mixing.alpha=0"], "mixing.alpha: must be a finite number > 0"),
+        (["mixing.prob=1.5"], "mixing.prob: must be a number in [0, 1]"),
+        (["optimizer.lr=0"], "optimizer.lr: must be a finite number > 0"),
+        (["trainer.epochs=0"], "trainer.epochs: must be >= 1"),
+        (["trainer.batch_size=0"], "trainer.batch_size: must be >= 1"),
+        (["scheduler.milestones=[5,40]", "trainer.epochs=20"], "scheduler.milestones: epoch 40 is after"),
+        (["trainer.amp=fp8"], "trainer.amp: 'fp8' is not one of"),
+        (["eval_only=true"], "ckpt: eval_only=true needs ckpt=PATH"),
+        (["ckpt=/nonexistent/x.pt"], "ckpt: /nonexistent/x.pt is not a file"),
+    ],
+)
+def test_semantic_checks_name_the_key(composer, overrides, message):
+    cfg = composer(overrides)
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert str(info.value).startswith(message.split(":")[0])
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_run_names_say_what_ran():
+    assert run_name("dcutmix", 5, 0.2, 1) == "dcutmix-k5-a0.2-s1"
+    assert run_name("none", None, None, 3) == "none-s3"
+    assert run_name("mixup", 2, 1.0, 0) == "mixup-a1-s0"
+    assert run_name("dmixup", 3, 1 / 3, 2) == "dmixup-k3-a0.3333-s2"
+    assert run_name("dcutmix", 5, 0.2, 1, "c100_pyramidnet110_dcutmix") == "c100_pyramidnet110_dcutmix-s1"
+    named = run_name("dcutmix", 5, 0.2, 1, None, "+sweep=demo,mixing=dcutmix,optimizer.lr=0.05,trainer.seed=1")
+    assert named == "dcutmix-k5-a0.2-lr0.05-s1"
+
+
+def test_cuda_device_without_cuda_is_refused(composer):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match=r"trainer\.device: cuda was requested but CUDA is not available"):
+        validate(composer(["trainer.device=cuda"]))
+
+
+def test_conf_sweep_is_the_sweeps_folder():
+    assert (CONF_DIR / "sweep").resolve() == (REPO_ROOT / "sweeps").resolve()
+    assert Path(CONF_DIR / "sweep" / "demo.yaml").is_file()
