@@ -525,7 +525,10 @@ def _evaluate_checkpoint(cfg, model, data, device, folder: RunFolder, run_config
     path = Path(cfg.ckpt).expanduser()
     state = ckpt_io.load_file(path, map_location=device)
     weights = ckpt_io.extract_model_state(state)
-    load_authors_state_dict(model, weights)
+    try:
+        load_authors_state_dict(model, weights)
+    except ConfigError as error:
+        raise ConfigError(f"ckpt: {path} does not fit model={cfg.model.name}: {error}") from None
     amp_dtype = _amp_dtype(cfg.trainer.amp, device)
     engine = Engine(model=model, optimizer=None, schedule=None, mixer=None, device=device, seed=cfg.trainer.seed,
                     amp_dtype=amp_dtype, rank=dist.rank, world_size=dist.world_size)

@@ -1,0 +1,209 @@
+"""A table of bad inputs and the one line each must produce, before anything runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcutmix.config import precheck
+from dcutmix.errors import ConfigError
+from tests.conftest import cli, read_results
+
+# (command-line overrides, the start of the message); each is checked by composing and validating
+# every point of its grid, exactly as `dcutmix-train` does before it launches anything.
+CONFIG_CASES = [
+    (["mixing=dcutmixx"], "mixing=dcutmixx: no such mixing option; choose one of cutmix, dcutmix"),
+    (["model=resnet50"], "model=resnet50: no such model option; choose one of pyramidnet110"),
+    (["dataset=imagenet"], "dataset=imagenet: no such dataset option; choose one of"),
+    (["+sweep=k_ablatoin"], "sweep=k_ablatoin: no such sweep option; choose one of alpha_ablation"),
+    (["experiment=c100_pyramidnet110"], "experiment=c100_pyramidnet110: no such experiment option"),
+    (
+        ["mixing.kk=3"],
+        "mixing.kk: unknown key; valid keys under mixing: mode, k, alpha, prob, per_sample",
+    ),
+    (["trainer.epoch=3"], "trainer.epoch: unknown key; valid keys under trainer: epochs"),
+    (["learning_rate=0.1"], "learning_rate: unknown key; valid keys under the top level"),
+    (["mixing.k=five"], "mixing.k: Value 'five' of type 'str' could not be converted to Integer"),
+    (
+        ["trainer.epochs=1.5"],
+        "trainer.epochs: Value '1.5' of type 'float' could not be converted to Integer",
+    ),
+    (
+        ["optimizer.lr=fast"],
+        "optimizer.lr: Value 'fast' of type 'str' could not be converted to Float",
+    ),
+    (["mixing.k=1"], "mixing.k: dcutmix needs an integer k in [2, 64], got 1"),
+    (["mixing=dmixup", "mixing.k=0"], "mixing.k: dmixup needs an integer k in [2, 64], got 0"),
+    (
+        ["mixing=mixup", "mixing.k=3"],
+        "mixing.k: mixup mixes exactly 2 images, so k must be 2 or omitted; got 3",
+    ),
+    (["mixing=cutmix", "mixing.k=5"], "mixing.k: cutmix mixes exactly 2 images"),
+    (["mixing.alpha=0"], "mixing.alpha: must be a finite number > 0, got 0.0"),
+    (["mixing.alpha=-1"], "mixing.alpha: must be a finite number > 0, got -1.0"),
+    (["mixing.prob=1.5"], "mixing.prob: must be a number in [0, 1], got 1.5"),
+    (["mixing.prob=-0.1"], "mixing.prob: must be a number in [0, 1], got -0.1"),
+    (["optimizer.lr=0"], "optimizer.lr: must be a finite number > 0, got 0.0"),
+    (["optimizer.lr=-0.1"], "optimizer.lr: must be a finite number > 0, got -0.1"),
+    (["trainer.epochs=0"], "trainer.epochs: must be >= 1, got 0"),
+    (["trainer.batch_size=0"], "trainer.batch_size: must be >= 1, got 0"),
+    (
+        ["trainer.epochs=10", "scheduler.milestones=[5,20]"],
+        "scheduler.milestones: epoch 20 is after the run's last epoch (10)",
+    ),
+    (
+        ["scheduler.milestones=[1.5]"],
+        "scheduler.milestones: 1.5 is neither a fraction in (0, 1) nor a whole epoch",
+    ),
+    (
+        ["scheduler=cosine", "scheduler.warmup_epochs=20"],
+        "scheduler.warmup_epochs: must be in [0, trainer.epochs=15)",
+    ),
+    (
+        ["optimizer=rmsprop"],
+        "optimizer=rmsprop: no such optimizer option; choose one of adamw, sgd",
+    ),
+    (["trainer.amp=fp8"], "trainer.amp: 'fp8' is not one of auto, off, bf16, fp16"),
+    (["trainer.on_nonfinite=ignore"], "trainer.on_nonfinite: 'ignore' is not one of stop, skip"),
+    (["eval_only=true"], "ckpt: eval_only=true needs ckpt=PATH to a checkpoint file"),
+    (["eval_only=true", "ckpt=/no/such/model.pt"], "ckpt: /no/such/model.pt is not a file"),
+    (
+        ["mixing=dcutmix,mixup", "mixing.alpha=0.5,0"],
+        "mixing.alpha: must be a finite number > 0, got 0.0",
+    ),
+    (["+sweep=demo", "mixing.k=1"], "mixing.k:"),
+    (["mixing.k=[1,2"], "command line: cannot parse an override"),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"), CONFIG_CASES, ids=[" ".join(c[0]) for c in CONFIG_CASES]
+)
+def test_bad_config_values(overrides, message):
+    problem = precheck(["trainer.device=cpu", *overrides])
+    assert problem is not None and problem.startswith(message), problem
+    assert "\n" not in problem
+
+
+def test_cuda_requested_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert precheck(["trainer.device=cuda"]).startswith(
+        "trainer.device: cuda was requested but CUDA is not available here; use auto or cpu"
+    )
+
+
+def test_good_configs_pass_the_precheck():
+    assert precheck([]) is None
+    assert precheck(["+sweep=demo"]) is None
+    assert precheck(["mixing=dcutmix,dmixup", "mixing.k=2,3,8"]) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["mixing.k=1"], "error: mixing.k: dcutmix needs an integer k in [2, 64], got 1"),
+        (
+            ["-m", "+sweep=demo", "mixing.alpha=0"],
+            "error: mixing.alpha: must be a finite number > 0",
+        ),
+        (
+            ["trainer.batch_size=x"],
+            "error: trainer.batch_size: Value 'x' of type 'str' could not be converted",
+        ),
+    ],
+)
+def test_cli_prints_one_line_and_exits_2_before_anything_runs(tmp_path, args, message):
+    result = cli(
+        [*args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path,
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_missing_dataset_root_is_one_line(tmp_path):
+    result = cli(
+        [
+            "dataset=cifar10",
+            f"dataset.root={tmp_path / 'nowhere'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "logger=none",
+        ]
+    )
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith("error: dataset.root:"), result.stderr
+    assert "dataset.download=true" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_damaged_checkpoint_for_evaluation_is_one_line(tmp_path):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    result = cli(
+        ["eval_only=true", f"ckpt={bad}", f"hydra.run.dir={tmp_path / 'run'}", "logger=none"]
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors and errors[0].startswith(f"error: ckpt: {bad} is damaged"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_checkpoint_for_another_model_is_one_line(train_in_process, tmp_path):
+    _, run = train_in_process(
+        ["trainer.epochs=1", "trainer.limit_train_batches=1"], tmp_path / "tiny"
+    )
+    with pytest.raises(ConfigError, match=r"^ckpt: .*(missing|unexpected)"):
+        train_in_process(
+            ["model=resnet18", "eval_only=true", f"ckpt={run / 'checkpoints' / 'last.pt'}"],
+            tmp_path / "eval",
+        )
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="root can write anywhere; permissions cannot be tested as root"
+)
+def test_unwritable_output_folder_is_reported_before_training(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    result = cli([f"hydra.run.dir={locked / 'run'}", "logger=none"])
+    assert result.returncode != 0
+
+
+def test_unwritable_output_folder_as_root_via_a_read_only_mount(tmp_path, train_in_process):
+    """A file where the run folder should be: nothing can be created there, whoever we are."""
+    blocker = tmp_path / "blocked"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"^hydra.run.dir: cannot write to"):
+        train_in_process(["trainer.epochs=1"], blocker / "run")
+
+
+def test_bad_input_on_an_existing_run_loses_nothing(train_in_process, tmp_path):
+    _, run = train_in_process(
+        ["trainer.epochs=1", "trainer.limit_train_batches=2"], tmp_path / "run"
+    )
+    before = {p: p.read_bytes() for p in Path(run).rglob("*") if p.is_file()}
+    result = cli(["trainer.epochs=1", "mixing.alpha=-3", f"hydra.run.dir={run}"])
+    assert result.returncode == 2
+    after = {p: p.read_bytes() for p in Path(run).rglob("*") if p.is_file()}
+    assert before == after
+    assert read_results(run)["status"] == "completed"
+
+
+def test_run_folder_under_a_file_is_one_line_before_anything_runs(tmp_path):
+    blocker = tmp_path / "blocked"
+    blocker.write_text("not a folder")
+    result = cli([f"hydra.run.dir={blocker / 'run'}", "logger=none"])
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"error: hydra.run.dir: cannot create {blocker / 'run'}: {blocker} is a file, not a folder"
+    )
