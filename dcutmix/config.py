@@ -253,6 +253,9 @@ def validate(cfg: DictConfig) -> None:
     if not 0 < s.gamma <= 1:
         raise ConfigError(f"scheduler.gamma: must be in (0, 1], got {s.gamma}")
 
+    from dcutmix.data import parse_dataset
+
+    parse_dataset(OmegaConf.to_container(cfg.dataset, resolve=True))
     if cfg.logger.name not in ("wandb", "none"):
         raise ConfigError(f"logger.name: {cfg.logger.name!r} is not one of wandb, none")
     if cfg.eval_only and not cfg.ckpt:
@@ -332,6 +335,7 @@ def precheck(overrides: list[str]) -> str | None:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    register()
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as error:

@@ -1,0 +1,238 @@
+"""Datasets read into train and val loaders: digits, CIFAR-10/100, image folders, fake."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision import datasets, transforms
+
+from dcutmix.data.loaders import (
+    ArrayImageDataset,
+    DeviceLoader,
+    Loader,
+    TorchLoader,
+    pil_transform,
+)
+from dcutmix.data.settings import DatasetSettings, parse_dataset
+from dcutmix.errors import ConfigError
+
+DIGITS_SPLIT_SEED = 0
+FAKE_DATA_SEED = 0
+
+
+@dataclass
+class DataBundle:
+    """The train and val loaders of one dataset and the facts a model and an analysis need."""
+
+    train: Loader
+    val: Loader
+    num_classes: int
+    in_channels: int
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+class _InMemory(NamedTuple):
+    """A whole dataset as uint8 (N, C, H, W) images and int64 labels, ready for either loader."""
+
+    train_images: Tensor
+    train_labels: Tensor
+    val_images: Tensor
+    val_labels: Tensor
+    num_classes: int
+
+
+def _digits(settings: DatasetSettings) -> _InMemory:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    scaled = torch.from_numpy(bunch.images * (255.0 / 16.0)).round().float().unsqueeze(1)
+    resized = F.interpolate(scaled, size=(32, 32), mode="bilinear", align_corners=False)
+    images = resized.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    labels = torch.from_numpy(bunch.target).long()
+    # The split belongs to the dataset, not to the run: the same for every run seed.
+    train_idx, val_idx = train_test_split(
+        range(len(labels)),
+        test_size=settings.val_fraction,
+        stratify=bunch.target,
+        random_state=DIGITS_SPLIT_SEED,
+    )
+    train_idx, val_idx = torch.tensor(train_idx), torch.tensor(val_idx)
+    return _InMemory(images[train_idx], labels[train_idx], images[val_idx], labels[val_idx], 10)
+
+
+class _LocalCIFAR10(datasets.CIFAR10):
+    """CIFAR-10 that trusts the files on disk; a download is still checked against its MD5."""
+
+    train_list: ClassVar[list] = [[name, None] for name, _ in datasets.CIFAR10.train_list]
+    test_list: ClassVar[list] = [[name, None] for name, _ in datasets.CIFAR10.test_list]
+    meta: ClassVar[dict] = {**datasets.CIFAR10.meta, "md5": None}
+
+
+class _LocalCIFAR100(datasets.CIFAR100):
+    """CIFAR-100 that trusts the files on disk; a download is still checked against its MD5."""
+
+    train_list: ClassVar[list] = [[name, None] for name, _ in datasets.CIFAR100.train_list]
+    test_list: ClassVar[list] = [[name, None] for name, _ in datasets.CIFAR100.test_list]
+    meta: ClassVar[dict] = {**datasets.CIFAR100.meta, "md5": None}
+
+
+def _cifar(settings: DatasetSettings) -> _InMemory:
+    cls = _LocalCIFAR10 if settings.name == "cifar10" else _LocalCIFAR100
+    root = settings.root
+    if root is None:
+        raise ConfigError(
+            f"dataset.root: not set; point it at the folder that holds {cls.base_folder}"
+        )
+    expected = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    missing = [name for name in expected if not (root / cls.base_folder / name).is_file()]
+    if missing and not settings.download:
+        raise ConfigError(
+            f"dataset.root: {root} does not hold {cls.base_folder}/ (missing {', '.join(missing)}); "
+            f"set dataset.download=true to fetch it there, or point dataset.root at the folder "
+            f"that holds {cls.base_folder}"
+        )
+    train = cls(str(root), train=True, download=settings.download)
+    test = cls(str(root), train=False)
+
+    def tensors(split: datasets.CIFAR10) -> tuple[Tensor, Tensor]:
+        images = torch.from_numpy(split.data).permute(0, 3, 1, 2).contiguous()
+        return images, torch.tensor(split.targets)
+
+    return _InMemory(*tensors(train), *tensors(test), len(train.classes))
+
+
+def _fake(settings: DatasetSettings) -> _InMemory:
+    generator = torch.Generator().manual_seed(FAKE_DATA_SEED)
+    n, shape = settings.num_train + settings.num_val, (settings.channels, *settings.image_size)
+    images = torch.randint(0, 256, (n, *shape), generator=generator, dtype=torch.uint8)
+    labels = torch.randint(0, settings.num_classes, (n,), generator=generator)
+    cut = settings.num_train
+    return _InMemory(images[:cut], labels[:cut], images[cut:], labels[cut:], settings.num_classes)
+
+
+_IN_MEMORY = {"digits": _digits, "cifar10": _cifar, "cifar100": _cifar, "fake": _fake}
+
+
+def build_data(
+    cfg: Mapping[str, Any],
+    *,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    num_workers: int = 0,
+    eval_batch_size: int | None = None,
+    channels_last: bool = False,
+) -> DataBundle:
+    """Train and val loaders for the ``dataset`` config (a plain dict) on ``device``."""
+    settings = parse_dataset(cfg)
+    eval_batch_size = eval_batch_size or batch_size
+    for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        if value < 1:
+            raise ConfigError(f"trainer.{key}: {value} must be at least 1")
+    common = {"device": device, "seed": seed, "channels_last": channels_last}
+    if settings.name == "imagefolder":
+        return _folder_bundle(settings, batch_size, eval_batch_size, num_workers, common)
+    data = _IN_MEMORY[settings.name](settings)
+    _check_train_size(settings, len(data.train_labels), batch_size)
+    padding = settings.crop_padding if settings.augment else 0
+    hflip = settings.hflip and settings.augment
+    train_options = {"batch_size": batch_size, "shuffle": True, "drop_last": settings.drop_last}
+    val_options = {"batch_size": eval_batch_size, "shuffle": False}
+    _, channels, height, width = data.train_images.shape
+    if settings.loader == "torch":
+
+        def pil_dataset(
+            images: Tensor, labels: Tensor, padding: int, hflip: bool
+        ) -> ArrayImageDataset:
+            transform = pil_transform((height, width), settings.mean, settings.std, padding, hflip)
+            return ArrayImageDataset(images.permute(0, 2, 3, 1).numpy(), labels.tolist(), transform)
+
+        common["num_workers"] = num_workers
+        train_set = pil_dataset(data.train_images, data.train_labels, padding, hflip)
+        train = TorchLoader(train_set, **train_options, **common)
+        val = TorchLoader(
+            pil_dataset(data.val_images, data.val_labels, 0, False), **val_options, **common
+        )
+    else:
+        common.update(mean=settings.mean, std=settings.std)
+        train = DeviceLoader(
+            data.train_images,
+            data.train_labels,
+            crop_padding=padding,
+            hflip=hflip,
+            **train_options,
+            **common,
+        )
+        val = DeviceLoader(data.val_images, data.val_labels, **val_options, **common)
+    return DataBundle(
+        train, val, data.num_classes, channels, (height, width), settings.mean, settings.std
+    )
+
+
+def _check_train_size(settings: DatasetSettings, size: int, batch_size: int) -> None:
+    if settings.drop_last and size < batch_size:
+        raise ConfigError(
+            f"trainer.batch_size: {batch_size} is more than the {size} training images of "
+            f"{settings.name}, so drop_last leaves no batch; lower it or set dataset.drop_last=false"
+        )
+
+
+def _folder_transforms(settings: DatasetSettings) -> tuple[transforms.Compose, transforms.Compose]:
+    finish = [transforms.ToTensor(), transforms.Normalize(settings.mean, settings.std)]
+    resize_crop = [transforms.Resize(settings.resize), transforms.CenterCrop(settings.image_size)]
+    train = (
+        [transforms.RandomResizedCrop(settings.image_size)]
+        if settings.augment
+        else list(resize_crop)
+    )
+    if settings.augment and settings.hflip:
+        train.append(transforms.RandomHorizontalFlip())
+    return transforms.Compose(train + finish), transforms.Compose(resize_crop + finish)
+
+
+def _folder_bundle(
+    settings: DatasetSettings,
+    batch_size: int,
+    eval_batch_size: int,
+    num_workers: int,
+    common: dict[str, Any],
+) -> DataBundle:
+    root = settings.root
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise ConfigError(
+                f"dataset.root: {root} has no {split}/ folder; point it at a folder with train/ and "
+                f"val/, each holding one folder of images per class"
+            )
+    train_transform, val_transform = _folder_transforms(settings)
+    try:
+        train = datasets.ImageFolder(str(root / "train"), train_transform)
+        val = datasets.ImageFolder(str(root / "val"), val_transform)
+    except FileNotFoundError as error:
+        raise ConfigError(f"dataset.root: {error}") from None
+    if val.classes != train.classes:
+        raise ConfigError(
+            f"dataset.root: {root}/val has classes {val.classes} but {root}/train has "
+            f"{train.classes}; both need the same class folders"
+        )
+    _check_train_size(settings, len(train), batch_size)
+    common["num_workers"] = num_workers
+    return DataBundle(
+        TorchLoader(
+            train, batch_size=batch_size, shuffle=True, drop_last=settings.drop_last, **common
+        ),
+        TorchLoader(val, batch_size=eval_batch_size, shuffle=False, **common),
+        len(train.classes),
+        3,
+        settings.image_size,
+        settings.mean,
+        settings.std,
+    )

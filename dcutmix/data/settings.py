@@ -1,0 +1,209 @@
+"""The ``dataset`` config group: every dataset's keys, their defaults, and one checked reading of them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dcutmix.errors import ConfigError
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # the paper's normalisation, for CIFAR-10 and CIFAR-100 alike
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# From the digits train split (val_fraction 0.2) at 32x32; tests recompute them.
+DIGITS_MEAN = (0.3054, 0.3054, 0.3054)
+DIGITS_STD = (0.3236, 0.3236, 0.3236)
+LOADER_CHOICES = ("auto", "device", "torch")
+
+_AUGMENT = {"augment": True, "crop_padding": 4, "hflip": True, "drop_last": True}
+_CIFAR = {
+    "root": "data",
+    "download": False,
+    "loader": "auto",
+    **_AUGMENT,
+    "mean": CIFAR_MEAN,
+    "std": CIFAR_STD,
+}
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {
+        "loader": "auto",
+        "val_fraction": 0.2,
+        # a mirrored digit is another glyph (or none): crop only
+        **_AUGMENT,
+        "hflip": False,
+        "mean": DIGITS_MEAN,
+        "std": DIGITS_STD,
+    },
+    "cifar10": _CIFAR,
+    "cifar100": _CIFAR,
+    "imagefolder": {
+        "root": None,
+        "image_size": 224,
+        "resize": 256,
+        "loader": "auto",
+        "augment": True,
+        "hflip": True,
+        "drop_last": True,
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+    },
+    "fake": {
+        "num_train": 1024,
+        "num_val": 256,
+        "num_classes": 10,
+        "image_size": 32,
+        "channels": 3,
+        "loader": "auto",
+        **_AUGMENT,
+        "mean": 0.5,
+        "std": 0.29,
+    },
+}
+"""Every dataset's keys and their defaults; conf/dataset/<name>.yaml lists the same."""
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    """A dataset config after checking; keys a dataset does not have keep these defaults."""
+
+    name: str
+    loader: str
+    augment: bool
+    hflip: bool
+    drop_last: bool
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_padding: int = 0
+    val_fraction: float = 0.0
+    root: Path | None = None
+    download: bool = False
+    image_size: tuple[int, int] = (32, 32)
+    resize: int = 0
+    num_train: int = 0
+    num_val: int = 0
+    num_classes: int = 0
+    channels: int = 3
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"dataset.{key}: {value!r} must be true or false")
+    return value
+
+
+def _whole(minimum: int) -> Callable[[str, Any], int]:
+    def read(key: str, value: Any) -> int:
+        if not _is_whole(value) or value < minimum:
+            raise ConfigError(f"dataset.{key}: {value!r} must be a whole number >= {minimum}")
+        return value
+
+    return read
+
+
+def _fraction(key: str, value: Any) -> float:
+    if not _is_number(value) or not 0 < value < 1:
+        raise ConfigError(f"dataset.{key}: {value!r} must be a number strictly between 0 and 1")
+    return float(value)
+
+
+def _loader(key: str, value: Any) -> str:
+    if value not in LOADER_CHOICES:
+        raise ConfigError(f"dataset.{key}: {value!r} is not one of {', '.join(LOADER_CHOICES)}")
+    return value
+
+
+def _size(key: str, value: Any) -> tuple[int, int]:
+    pair = [value, value] if _is_whole(value) else value
+    if not (
+        isinstance(pair, Sequence) and len(pair) == 2 and all(_is_whole(v) and v > 0 for v in pair)
+    ):
+        raise ConfigError(
+            f"dataset.{key}: {value!r} must be a positive whole number or a [height, width] pair"
+        )
+    return int(pair[0]), int(pair[1])
+
+
+def _root(key: str, value: Any) -> Path | None:
+    if value is not None and not isinstance(value, (str, Path)):
+        raise ConfigError(f"dataset.{key}: {value!r} must be a folder path")
+    return Path(value).expanduser() if value else None
+
+
+_READERS: dict[str, Callable[[str, Any], Any]] = {
+    "loader": _loader,
+    "augment": _flag,
+    "hflip": _flag,
+    "drop_last": _flag,
+    "download": _flag,
+    "crop_padding": _whole(0),
+    "val_fraction": _fraction,
+    "root": _root,
+    "image_size": _size,
+    "resize": _whole(1),
+    "num_train": _whole(1),
+    "num_val": _whole(1),
+    "num_classes": _whole(1),
+    "channels": _whole(1),
+}
+
+
+def _stats(key: str, value: Any, channels: int) -> tuple[float, ...]:
+    numbers = [value] * channels if _is_number(value) else value
+    if not (
+        isinstance(numbers, Sequence) and len(numbers) == channels and all(map(_is_number, numbers))
+    ):
+        raise ConfigError(
+            f"dataset.{key}: {value!r} must be one number or a list of {channels} (one per channel)"
+        )
+    if key == "std" and min(numbers) <= 0:
+        raise ConfigError(f"dataset.{key}: {value!r} must be positive")
+    return tuple(float(v) for v in numbers)
+
+
+def parse_dataset(cfg: Mapping[str, Any]) -> DatasetSettings:
+    """Check the ``dataset`` config without reading any data; errors name ``dataset.<key>``."""
+    name = cfg.get("name")
+    if name not in DATASET_DEFAULTS:
+        raise ConfigError(
+            f"dataset.name: {name!r} is unknown; choose one of {', '.join(DATASET_DEFAULTS)}"
+        )
+    defaults = DATASET_DEFAULTS[name]
+    unknown = sorted(set(cfg) - set(defaults) - {"name"})
+    if unknown:
+        raise ConfigError(
+            f"dataset.{unknown[0]}: not a setting of dataset {name}; valid: {', '.join(defaults)}"
+        )
+    raw = {**defaults, **cfg}
+    values = {key: _READERS[key](key, raw[key]) for key in defaults if key not in ("mean", "std")}
+    channels = values.get("channels", 3)
+    settings = DatasetSettings(
+        name=name,
+        mean=_stats("mean", raw["mean"], channels),
+        std=_stats("std", raw["std"], channels),
+        **values,
+    )
+    if name == "imagefolder":
+        if settings.root is None:
+            raise ConfigError(
+                "dataset.root: not set; point it at a folder with train/ and val/ class folders"
+            )
+        if settings.loader == "device":
+            raise ConfigError(
+                "dataset.loader: device needs an in-memory dataset; imagefolder takes auto or torch"
+            )
+    if settings.loader == "torch" and channels not in (1, 3):
+        raise ConfigError(
+            f"dataset.loader: torch needs 1 or 3 channels (PIL images), not {channels}; use device"
+        )
+    return settings
