@@ -61,13 +61,14 @@ def load_file(path: Path, map_location: str | torch.device = "cpu") -> dict:
     except FileNotFoundError:
         raise ConfigError(f"ckpt: {path} does not exist") from None
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "unknown content"
-        if "weights_only" in str(error) or "Unsupported global" in str(error):
+        text = str(error)
+        if "GLOBAL" in text or "Unsupported global" in text:
             raise ConfigError(
                 f"ckpt: {path} carries pickled Python objects, which are refused for safety "
                 "(only tensors and plain containers load); re-save it as a state dict"
             ) from None
-        raise ConfigError(f"ckpt: {path} is damaged ({first})") from None
+        detail = next((line.strip() for line in text.splitlines() if "Unsupported" in line), "not a checkpoint")
+        raise ConfigError(f"ckpt: {path} is damaged or not a checkpoint ({detail})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"ckpt: {path} is damaged or not a checkpoint ({message})") from None
