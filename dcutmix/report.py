@@ -155,6 +155,36 @@ METRICS: tuple[Metric, ...] = (
 )
 
 
+ANALYSIS_HEADINGS = {
+    "clean_top1_err": ("clean top-1 (%)", _percent),
+    "nll": ("NLL", lambda v: f"{v:.3f}"),
+    "ece": ("ECE (%)", _percent),
+    "fgsm_top1_err@1": ("FGSM 1/255 (%)", _percent),
+    "fgsm_top1_err@4": ("FGSM 4/255 (%)", _percent),
+    "fgsm_top1_err@8": ("FGSM 8/255 (%)", _percent),
+    "predictive_entropy_mean": ("entropy", lambda v: f"{v:.3f}"),
+}
+
+
+def _from_analysis(key: str) -> Callable[[Run], float | None]:
+    def read(run: Run) -> float | None:
+        from dcutmix.analyze import analysis_columns
+
+        return _number(analysis_columns(run.path).get(key))
+
+    return read
+
+
+def metrics_for(runs: Sequence[Run]) -> tuple[Metric, ...]:
+    """METRICS, plus the dcutmix-analyze columns when some run has an analysis.json."""
+    if not any((run.path / "analysis.json").is_file() for run in runs):
+        return METRICS
+    extra = tuple(
+        Metric(key, heading, _from_analysis(key), show) for key, (heading, show) in ANALYSIS_HEADINGS.items()
+    )
+    return METRICS + extra
+
+
 # Reading run folders.
 
 
@@ -469,6 +499,7 @@ def render_report(
     plots: Sequence[str] = (),
     best: bool = False,
     sources: Sequence[str] = (),
+    metrics: Sequence[Metric] = METRICS,
 ) -> str:
     """The whole Markdown report: table, fixed settings, problem runs and links to plots."""
     sweeps = _sweep_names(rows)
@@ -490,7 +521,7 @@ def render_report(
                 "paper: the published top-1 error for the same dataset, model, mode, K and alpha, "
                 "trained with the authors' recipe (300 epochs)."
             )
-        parts.append(markdown_table(rows, best))
+        parts.append(markdown_table(rows, best, metrics))
     else:
         parts.append("No run has completed yet.")
     note = excluded_note(problems)
@@ -678,6 +709,16 @@ def draw_plots(rows: Sequence[Row], out_dir: Path, best: bool = False) -> list[s
     return drawn
 
 
+def _analysis_plots(rows: Sequence[Row], out_dir: Path) -> list[str]:
+    """Loss landscape, FGSM and reliability plots from dcutmix-analyze, one curve per mode."""
+    from dcutmix.analyze import plot_analyses
+
+    by_mode: dict[str, list[Path]] = {}
+    for row in rows:
+        by_mode.setdefault(str(row.settings.get("mode", "?")), []).extend(run.path for run in row.runs)
+    return [Path(p).name for p in plot_analyses(by_mode, out_dir)]
+
+
 # Command line.
 
 
@@ -717,14 +758,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not runs:
         print(f"dcutmix-report: no run folders under {' '.join(args.paths)}", file=sys.stderr)
         return 1
-    rows, problems = summarise(runs)
+    metrics = metrics_for(runs)
+    rows, problems = summarise(runs, metrics)
     out_dir = Path(args.out) if args.out else Path(args.paths[0])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         plots = draw_plots(rows, out_dir, args.best) if rows and not args.no_plots else []
-        report = render_report(rows, problems, plots, args.best, args.paths)
+        if rows and not args.no_plots and len(metrics) > len(METRICS):
+            plots += _analysis_plots(rows, out_dir)
+        report = render_report(rows, problems, plots, args.best, args.paths, metrics)
         atomic_write_text(out_dir / "report.md", report)
-        atomic_write_text(out_dir / "results.csv", results_csv(rows))
+        atomic_write_text(out_dir / "results.csv", results_csv(rows, metrics))
     except OSError as error:
         print(
             f"dcutmix-report: --out: cannot write to {out_dir} ({error.strerror or error}); "
