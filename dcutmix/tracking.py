@@ -1,0 +1,338 @@
+"""What a run records: crash-safe writes of its files, and its Weights & Biases run.
+
+Nothing here knows Hydra. Nothing about W&B may cost a training run: every failure of wandb
+turns into one warning line and a logger that does nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dcutmix.errors import ConfigError
+
+if TYPE_CHECKING:
+    from wandb.sdk.wandb_run import Run
+
+RUN_ID_FILE = "wandb_run_id.txt"
+LAST_STEP_FILE = "wandb_last_step.txt"
+MODES = ("online", "offline", "disabled")
+# wandb's older names for its modes, still accepted in WANDB_MODE.
+_MODE_ALIASES = {"dryrun": "offline", "run": "online"}
+# Upper bound on run.finish() waiting for uploads; whatever is left stays on disk for `wandb sync`.
+FINISH_TIMEOUT_S = 60.0
+GIT_TIMEOUT_S = 5.0
+# mkstemp makes owner-only files; results should get the permissions any new file would.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def append_jsonl(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> None:
+    """Append ``obj`` as one JSON line to ``path`` and make it durable before returning."""
+    line = json.dumps(obj) + "\n"
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(line)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old file or the new, never a part."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            os.fchmod(fd, 0o666 & ~_UMASK)
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Replace ``path`` with ``obj`` as indented JSON, atomically (see ``atomic_write_text``)."""
+    # Serialise first, so an unserialisable object never touches the disk.
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any | None:
+    """The JSON value stored in ``path``, or None when the file is missing or not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename itself is only durable once the directory entry is; some filesystems refuse this.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def flatten_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one flat dict with dotted keys (``{"mixing": {"k": 5}}`` -> ``mixing.k``)."""
+    flat: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_config(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_revision(path: str | os.PathLike[str]) -> str | None:
+    """The commit checked out at ``path`` (``-dirty`` when tracked files changed); None if unknown."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(path), *args],
+                capture_output=True,
+                text=True,
+                timeout=GIT_TIMEOUT_S,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    revision = git("rev-parse", "HEAD")
+    if not revision:
+        return None
+    changes = git("status", "--porcelain", "--untracked-files=no")
+    return f"{revision}-dirty" if changes else revision
+
+
+class NullLogger:
+    """A tracker that records nothing: for ``logger=none`` and for when W&B cannot start."""
+
+    run_id: str | None = None
+
+    def log_epoch(self, metrics: Mapping[str, Any]) -> None:
+        """Record nothing."""
+
+    def finish(self, status: str, summary: Mapping[str, Any]) -> None:
+        """Record nothing."""
+
+
+def _warn(message: str) -> None:
+    print(f"wandb: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _resolve_mode(mode: str | None) -> str | None:
+    """The requested mode (argument first, then WANDB_MODE), or None to decide from credentials."""
+    if mode is not None:
+        if mode not in MODES:
+            raise ConfigError(
+                f"logger.mode: {mode!r} is not one of {', '.join(MODES)}, or null for automatic"
+            )
+        return mode
+    env_mode = os.environ.get("WANDB_MODE")
+    if not env_mode:
+        return None
+    env_mode = _MODE_ALIASES.get(env_mode, env_mode)
+    if env_mode not in MODES:
+        raise ConfigError(
+            f"WANDB_MODE: {env_mode!r} is not one of {', '.join(MODES)}; unset it for automatic"
+        )
+    return env_mode
+
+
+def _has_credentials() -> bool:
+    """Whether W&B credentials are configured here (env, netrc, settings), asking no server."""
+    try:
+        from wandb import env
+        from wandb.sdk import wandb_setup
+        from wandb.sdk.lib import wbauth
+
+        if os.environ.get(env.API_KEY) or os.environ.get(env.IDENTITY_TOKEN_FILE):
+            return True
+        settings = wandb_setup.singleton().settings
+        return bool(settings.api_key or wbauth.read_netrc_auth(host=settings.base_url))
+    except Exception:
+        # A malformed key or a changed wandb API: offline is the safe answer either way.
+        return False
+
+
+def _read_stripped(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+class WandbLogger:
+    """One W&B run kept in a run folder: its files under ``run_dir/wandb``, its id beside them.
+
+    Rerunning in the same folder resumes the same W&B run, so a requeued job is one curve.
+    """
+
+    # The run this process has open; a job that died without finish() leaves it here.
+    _open: WandbLogger | None = None
+
+    def __init__(self, run: Run, run_dir: Path, last_step: int | None) -> None:
+        self._run: Run | None = run
+        self._run_dir = run_dir
+        self._last_step = last_step
+        self.run_id: str = run.id
+        WandbLogger._open = self
+
+    @classmethod
+    def start(
+        cls,
+        run_dir: Path,
+        *,
+        project: str,
+        entity: str | None,
+        group: str | None,
+        name: str,
+        job_type: str,
+        tags: list[str],
+        config: dict,
+        mode: str | None = None,
+        init_timeout_s: float = 30,
+    ) -> WandbLogger | NullLogger:
+        """Start (or resume) the W&B run of ``run_dir``; a NullLogger when W&B cannot start."""
+        requested = _resolve_mode(mode)
+        if cls._open is not None:
+            # Multirun jobs share a process: the next job must not log into a dead job's run.
+            cls._open._close(exit_code=1)
+        if requested == "disabled":
+            return NullLogger()
+        # Absolute, so the printed `wandb sync` command works from any folder.
+        run_dir = Path(run_dir).absolute()
+        try:
+            import wandb
+            from wandb.sdk.lib.runid import generate_id
+
+            # The first wandb call in a process sets its terminal output for the whole process.
+            wandb.setup(wandb.Settings(silent=True, quiet=True))
+            resumed_id = _read_stripped(run_dir / RUN_ID_FILE)
+            run_id = resumed_id or generate_id()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / RUN_ID_FILE, run_id + "\n")
+        except Exception as error:
+            _warn(f"cannot start ({_one_line(error)}); training continues without W&B")
+            return NullLogger()
+
+        if requested is None:
+            requested = "online" if _has_credentials() else "offline"
+        elif requested == "online" and not _has_credentials():
+            # wandb would otherwise prompt for a key, and a prompt can block a job forever.
+            _warn("online mode asked for, but no API key (WANDB_API_KEY or netrc); logging offline")
+            requested = "offline"
+
+        def init(run_mode: str) -> Run:
+            return wandb.init(
+                dir=run_dir,
+                project=project,
+                entity=entity,
+                group=group,
+                name=name,
+                job_type=job_type,
+                tags=tags,
+                config=config,
+                id=run_id,
+                resume="allow",
+                mode=run_mode,
+                settings=wandb.Settings(
+                    init_timeout=init_timeout_s,
+                    login_timeout=init_timeout_s,
+                    finish_timeout=FINISH_TIMEOUT_S,
+                    reinit="finish_previous",
+                    silent=True,
+                    quiet=True,
+                    # The run folder keeps the console log already (Hydra's job log).
+                    console="off",
+                ),
+            )
+
+        run_mode = requested
+        try:
+            run = init(run_mode)
+        except Exception as error:
+            if run_mode != "online":
+                _warn(f"cannot start ({_one_line(error)}); training continues without W&B")
+                return NullLogger()
+            _warn(f"cannot reach W&B ({_one_line(error)}); logging offline instead")
+            run_mode = "offline"
+            try:
+                # The failed attempt still holds the run id in wandb's service; only a fresh
+                # service lets the offline run keep the id.
+                wandb.teardown()
+                run = init(run_mode)
+            except Exception as offline_error:
+                _warn(f"cannot start ({_one_line(offline_error)}); training continues without W&B")
+                return NullLogger()
+        if run_mode == "offline":
+            print(
+                f"wandb: offline run; upload it later with: wandb sync {run.settings.sync_dir}",
+                file=sys.stderr,
+                flush=True,
+            )
+        last_step = _read_stripped(run_dir / LAST_STEP_FILE) if resumed_id else ""
+        return cls(run, run_dir, int(last_step) if last_step.isdigit() else None)
+
+    def log_epoch(self, metrics: Mapping[str, Any]) -> None:
+        """Log one history row at step ``metrics["epoch"]``; rows a resume repeats are skipped."""
+        if self._run is None:
+            return
+        try:
+            step = int(metrics["epoch"])
+            if self._last_step is not None and step <= self._last_step:
+                return
+            # Epochs without evaluation carry None; W&B charts show a gap for a missing key.
+            self._run.log(
+                {key: value for key, value in metrics.items() if value is not None}, step=step
+            )
+            atomic_write_text(self._run_dir / LAST_STEP_FILE, f"{step}\n")
+        except Exception as error:
+            self._give_up(error)
+            return
+        self._last_step = step
+
+    def finish(self, status: str, summary: Mapping[str, Any]) -> None:
+        """Write the final summary and status, then close the run (exit code 0 only if completed)."""
+        if self._run is None:
+            return
+        try:
+            self._run.summary.update({**summary, "status": status})
+        except Exception as error:
+            _warn(f"writing the run summary failed ({_one_line(error)})")
+        self._close(exit_code=0 if status == "completed" else 1)
+
+    def _give_up(self, error: Exception) -> None:
+        _warn(f"logging failed ({_one_line(error)}); training continues without W&B")
+        self._close(exit_code=1)
+
+    def _close(self, exit_code: int) -> None:
+        run, self._run = self._run, None
+        if WandbLogger._open is self:
+            WandbLogger._open = None
+        if run is None:
+            return
+        try:
+            run.finish(exit_code=exit_code)
+        except Exception as error:
+            _warn(f"closing the run failed ({_one_line(error)}); its files stay in {run.dir}")
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
