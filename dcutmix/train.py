@@ -320,6 +320,11 @@ def _train_run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.
         log_every=t.log_every, rank=dist.rank, world_size=dist.world_size,
     )
     logger = _start_logger(cfg, run_dir, run_name, run_config, num_params) if dist.is_main else None
+    if logger is not None:
+        # A kill between a checkpoint and its W&B row would leave a gap; the logger skips rows
+        # it already sent, so replaying the history fills exactly that gap.
+        for row in history:
+            logger.log_epoch(row)
     results = {
         "status": "running", "epochs_completed": start_epoch - 1, "epochs": t.epochs,
         **_errors_summary(history), "wall_seconds": wall_before, "num_params": num_params,

@@ -16,15 +16,15 @@ from tests.conftest import cli, read_metrics, read_results
 # computes over its own half: hence a tolerance rather than equality.
 RUN = [
     "mixing=none",
-    "trainer.epochs=2",
+    "trainer.epochs=4",
     "trainer.batch_size=64",
+    "optimizer.lr=0.05",
     "logger=none",
     "trainer.device=cpu",
     "trainer.seed=5",
-    "trainer.limit_train_batches=10",
 ]
-LOSS_TOLERANCE = 0.10  # relative difference of the mean training loss per epoch
-ERROR_TOLERANCE = 5.0  # points of validation top-1 error
+LOSS_TOLERANCE = 0.10  # nats plus 10% of the loss: mean training loss, every epoch
+ERROR_TOLERANCE = 5.0  # points of validation top-1 error after the last epoch
 
 
 def _torchrun() -> list[str]:
@@ -59,11 +59,11 @@ def test_two_gloo_processes_agree_with_one(tmp_path):
     results = read_results(ddp)
     assert results["status"] == "completed" and results["world_size"] == 2
     one, two = read_metrics(single), read_metrics(ddp)
-    assert [r["epoch"] for r in two] == [1, 2]
+    assert [r["epoch"] for r in two] == [1, 2, 3, 4]
     for a, b in zip(one, two, strict=True):
-        assert abs(a["train_loss"] - b["train_loss"]) <= LOSS_TOLERANCE * a["train_loss"], (a, b)
-        assert abs(a["val_top1_err"] - b["val_top1_err"]) <= ERROR_TOLERANCE, (a, b)
+        assert abs(a["train_loss"] - b["train_loss"]) <= LOSS_TOLERANCE * (1 + a["train_loss"]), (a, b)
+    assert abs(one[-1]["val_top1_err"] - two[-1]["val_top1_err"]) <= ERROR_TOLERANCE, (one[-1], two[-1])
     # evaluation covers the whole validation set once: reduced over ranks, not per rank
     assert read_results(single)["config"] == results["config"]
     # only rank 0 wrote: one metrics line per epoch, one results file
-    assert len((ddp / "metrics.jsonl").read_text().splitlines()) == 2
+    assert len((ddp / "metrics.jsonl").read_text().splitlines()) == 4
