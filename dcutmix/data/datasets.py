@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision import datasets, transforms
 
 from dcutmix.data.loaders import (
     ArrayImageDataset,
@@ -68,24 +67,27 @@ def _digits(settings: DatasetSettings) -> _InMemory:
     return _InMemory(images[train_idx], labels[train_idx], images[val_idx], labels[val_idx], 10)
 
 
-class _LocalCIFAR10(datasets.CIFAR10):
-    """CIFAR-10 that trusts the files on disk; a download is still checked against its MD5."""
+def _local_cifar(name: str) -> type:
+    """torchvision's CIFAR class that trusts the files on disk; a download is still MD5-checked.
 
-    train_list: ClassVar[list] = [[name, None] for name, _ in datasets.CIFAR10.train_list]
-    test_list: ClassVar[list] = [[name, None] for name, _ in datasets.CIFAR10.test_list]
-    meta: ClassVar[dict] = {**datasets.CIFAR10.meta, "md5": None}
+    Built on first use, so that importing the package does not import torchvision.
+    """
+    from torchvision import datasets
 
-
-class _LocalCIFAR100(datasets.CIFAR100):
-    """CIFAR-100 that trusts the files on disk; a download is still checked against its MD5."""
-
-    train_list: ClassVar[list] = [[name, None] for name, _ in datasets.CIFAR100.train_list]
-    test_list: ClassVar[list] = [[name, None] for name, _ in datasets.CIFAR100.test_list]
-    meta: ClassVar[dict] = {**datasets.CIFAR100.meta, "md5": None}
+    base = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    return type(
+        f"_Local{base.__name__}",
+        (base,),
+        {
+            "train_list": [[file, None] for file, _ in base.train_list],
+            "test_list": [[file, None] for file, _ in base.test_list],
+            "meta": {**base.meta, "md5": None},
+        },
+    )
 
 
 def _cifar(settings: DatasetSettings) -> _InMemory:
-    cls = _LocalCIFAR10 if settings.name == "cifar10" else _LocalCIFAR100
+    cls = _local_cifar(settings.name)
     root = settings.root
     if root is None:
         raise ConfigError(
@@ -95,14 +97,14 @@ def _cifar(settings: DatasetSettings) -> _InMemory:
     missing = [name for name in expected if not (root / cls.base_folder / name).is_file()]
     if missing and not settings.download:
         raise ConfigError(
-            f"dataset.root: {root} does not hold {cls.base_folder}/ (missing {', '.join(missing)}); "
+            f"dataset.root: {root.absolute()} does not hold {cls.base_folder}/ (missing {', '.join(missing)}); "
             f"set dataset.download=true to fetch it there, or point dataset.root at the folder "
             f"that holds {cls.base_folder}"
         )
     train = cls(str(root), train=True, download=settings.download)
     test = cls(str(root), train=False)
 
-    def tensors(split: datasets.CIFAR10) -> tuple[Tensor, Tensor]:
+    def tensors(split: Any) -> tuple[Tensor, Tensor]:
         images = torch.from_numpy(split.data).permute(0, 3, 1, 2).contiguous()
         return images, torch.tensor(split.targets)
 
@@ -185,7 +187,9 @@ def _check_train_size(settings: DatasetSettings, size: int, batch_size: int) -> 
         )
 
 
-def _folder_transforms(settings: DatasetSettings) -> tuple[transforms.Compose, transforms.Compose]:
+def _folder_transforms(settings: DatasetSettings) -> tuple[Any, Any]:
+    from torchvision import transforms
+
     finish = [transforms.ToTensor(), transforms.Normalize(settings.mean, settings.std)]
     resize_crop = [transforms.Resize(settings.resize), transforms.CenterCrop(settings.image_size)]
     train = (
@@ -214,6 +218,8 @@ def _folder_bundle(
             )
     train_transform, val_transform = _folder_transforms(settings)
     try:
+        from torchvision import datasets
+
         train = datasets.ImageFolder(str(root / "train"), train_transform)
         val = datasets.ImageFolder(str(root / "val"), val_transform)
     except FileNotFoundError as error:

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision import transforms
 
 from dcutmix.engine import derived_seed
 
@@ -274,8 +273,10 @@ def pil_transform(
     std: Sequence[float],
     crop_padding: int = 0,
     hflip: bool = False,
-) -> transforms.Compose:
+) -> Any:
     """The classic CIFAR pipeline: RandomCrop with zero padding, horizontal flip, ToTensor, Normalize."""
+    from torchvision import transforms
+
     steps: list[Callable] = []
     if crop_padding > 0:
         steps.append(transforms.RandomCrop(size, padding=crop_padding))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models import resnet18 as _torchvision_resnet18
 
 from dcutmix.models._checks import positive_int
 
@@ -13,7 +12,9 @@ __all__ = ["resnet18"]
 def resnet18(*, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     """ResNet-18 for 32x32 images (about 11.2M parameters with 10 classes)."""
     positive_int(in_channels, "in_channels")
-    model = _torchvision_resnet18(num_classes=positive_int(num_classes, "num_classes"))
+    from torchvision.models import resnet18
+
+    model = resnet18(num_classes=positive_int(num_classes, "num_classes"))
     # The ImageNet stem (7x7 stride 2, then max-pool) would shrink 32x32 inputs to 8x8 before
     # the first block; CIFAR ResNets keep full resolution there.
     model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
