@@ -116,13 +116,15 @@ def _format_number(value: Any) -> str:
     return str(value)
 
 
-# Overrides that do not change what a run computes, so they stay out of its name.
+# Overrides already spelled out by the name's fixed parts, or that name the sweep itself. Every
+# other override goes into the name, so that two jobs of one sweep never share a folder.
 _NAME_SKIP = {"mixing", "mixing.k", "mixing.alpha", "trainer.seed", "experiment", "+experiment"}
-_NAME_SKIP_PREFIXES = ("hydra.", "sweep", "+sweep", "logger", "dataset.root", "dataset.download",
-                       "trainer.device", "trainer.num_workers", "trainer.log_every", "ckpt", "eval_only")
+_NAME_SKIP_PREFIXES = ("hydra.", "hydra/", "sweep", "+sweep", "sweep_name", "logger")
 
 
-def run_name(mode: str, k: Any, alpha: Any, seed: Any, experiment: Any = None, overrides: Any = "") -> str:
+def run_name(
+    mode: str, k: Any, alpha: Any, seed: Any, experiment: Any = None, overrides: Any = ""
+) -> str:
     """A readable job name from what the run computes, e.g. ``dcutmix-k5-a0.2-s1``."""
     parts = [str(experiment) if experiment not in (None, "None", "null") else str(mode)]
     if mode not in ("none",) and experiment in (None, "None", "null"):
@@ -134,7 +136,7 @@ def run_name(mode: str, k: Any, alpha: Any, seed: Any, experiment: Any = None, o
         key, _, value = item.partition("=")
         if not value or key in _NAME_SKIP or key.startswith(_NAME_SKIP_PREFIXES):
             continue
-        parts.append(f"{key.split('.')[-1]}{value}".replace("/", "_"))
+        parts.append(f"{key.split('.')[-1]}{value}".replace("/", "_").strip("_"))
     parts.append(f"s{seed}")
     return "-".join(parts)
 
@@ -165,16 +167,22 @@ def resolve_device(requested: str) -> torch.device:
     try:
         device = torch.device(requested)
     except RuntimeError:
-        raise ConfigError(f"trainer.device: {requested!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(
+            f"trainer.device: {requested!r} is not a device; use auto, cpu, cuda or cuda:N"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("trainer.device: cuda was requested but CUDA is not available here; use auto or cpu")
+            raise ConfigError(
+                "trainer.device: cuda was requested but CUDA is not available here; use auto or cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(
                 f"trainer.device: {requested} does not exist; this machine has {torch.cuda.device_count()} GPU(s)"
             )
     elif device.type not in ("cpu", "mps"):
-        raise ConfigError(f"trainer.device: {requested!r} is not supported; use auto, cpu, cuda or cuda:N")
+        raise ConfigError(
+            f"trainer.device: {requested!r} is not supported; use auto, cpu, cuda or cuda:N"
+        )
     return device
 
 
@@ -218,7 +226,9 @@ def validate(cfg: DictConfig) -> None:
     if t.amp not in AMP_MODES:
         raise ConfigError(f"trainer.amp: {t.amp!r} is not one of {', '.join(AMP_MODES)}")
     if t.on_nonfinite not in NONFINITE_POLICIES:
-        raise ConfigError(f"trainer.on_nonfinite: {t.on_nonfinite!r} is not one of {', '.join(NONFINITE_POLICIES)}")
+        raise ConfigError(
+            f"trainer.on_nonfinite: {t.on_nonfinite!r} is not one of {', '.join(NONFINITE_POLICIES)}"
+        )
     if not 0.0 <= t.label_smoothing < 1.0:
         raise ConfigError(f"trainer.label_smoothing: must be in [0, 1), got {t.label_smoothing}")
     device = resolve_device(t.device)
@@ -229,7 +239,9 @@ def validate(cfg: DictConfig) -> None:
     if m.mode not in MIXING_MODES:
         raise ConfigError(f"mixing.mode: {m.mode!r} is not one of {', '.join(MIXING_MODES)}")
     try:
-        build_mixer(m.mode, num_classes=2, k=m.k, alpha=m.alpha, prob=m.prob, per_sample=m.per_sample)
+        build_mixer(
+            m.mode, num_classes=2, k=m.k, alpha=m.alpha, prob=m.prob, per_sample=m.per_sample
+        )
     except ValueError as error:
         raise ConfigError(f"mixing.{error}") from None
 
@@ -249,7 +261,9 @@ def validate(cfg: DictConfig) -> None:
     if s.name == "multistep":
         resolve_milestones(list(s.milestones), t.epochs)
     if not 0 <= s.warmup_epochs < t.epochs:
-        raise ConfigError(f"scheduler.warmup_epochs: must be in [0, trainer.epochs={t.epochs}), got {s.warmup_epochs}")
+        raise ConfigError(
+            f"scheduler.warmup_epochs: must be in [0, trainer.epochs={t.epochs}), got {s.warmup_epochs}"
+        )
     if not 0 < s.gamma <= 1:
         raise ConfigError(f"scheduler.gamma: must be in (0, 1], got {s.gamma}")
 
@@ -295,7 +309,9 @@ def explain_composition_error(error: BaseException) -> str:
     if isinstance(cause, ConfigAttributeError | ConfigKeyError) and key:
         parent = key.rpartition(".")[0]
         valid = _keys_of(parent)
-        hint = f"; valid keys under {parent or 'the top level'}: {', '.join(valid)}" if valid else ""
+        hint = (
+            f"; valid keys under {parent or 'the top level'}: {', '.join(valid)}" if valid else ""
+        )
         return f"{key}: unknown key{hint} (add a new key with +{key}=VALUE)"
     if isinstance(cause, ValidationError) and key:
         return f"{key}: {str(cause).splitlines()[0]}"
@@ -340,7 +356,9 @@ def precheck(overrides: list[str]) -> str | None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as error:
         return explain_composition_error(error)
-    fixed = [o.input_line for o in parsed if not o.is_sweep_override() and not o.is_hydra_override()]
+    fixed = [
+        o.input_line for o in parsed if not o.is_sweep_override() and not o.is_hydra_override()
+    ]
     swept: dict[str, list[str]] = {}
     for o in parsed:
         if o.is_sweep_override() and not o.is_hydra_override():
@@ -355,15 +373,20 @@ def precheck(overrides: list[str]) -> str | None:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            base = compose("train", overrides=fixed + [f"{k}={v[0]}" for k, v in swept.items()],
-                           return_hydra_config=True)
+            base = compose(
+                "train",
+                overrides=fixed + [f"{k}={v[0]}" for k, v in swept.items()],
+                return_hydra_config=True,
+            )
             for key, values in (base.hydra.sweeper.get("params") or {}).items():
                 if key not in swept:
                     swept[key] = [v.strip() for v in str(values).split(",")]
             points = [fixed + [f"{k}={v[0]}" for k, v in swept.items()]]
             for key, values in swept.items():
                 for value in values[1:]:
-                    points.append(fixed + [f"{k}={value if k == key else v[0]}" for k, v in swept.items()])
+                    points.append(
+                        fixed + [f"{k}={value if k == key else v[0]}" for k, v in swept.items()]
+                    )
             for point in points:
                 cfg = compose("train", overrides=point)
                 validate(cfg)

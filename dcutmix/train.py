@@ -53,7 +53,11 @@ class Distributed:
 
     def __init__(self) -> None:
         env = os.environ
-        if int(env.get("WORLD_SIZE", "1")) <= 1 and int(env.get("SLURM_NTASKS", "1")) > 1 and "SUBMITIT_FOLDER" in env:
+        if (
+            int(env.get("WORLD_SIZE", "1")) <= 1
+            and int(env.get("SLURM_NTASKS", "1")) > 1
+            and "SUBMITIT_FOLDER" in env
+        ):
             import submitit
 
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
@@ -76,7 +80,9 @@ class Distributed:
             device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend=backend, rank=self.rank, world_size=self.world_size)
+        torch.distributed.init_process_group(
+            backend=backend, rank=self.rank, world_size=self.world_size
+        )
         return device
 
     def share(self, value: Any) -> Any:
@@ -118,7 +124,9 @@ class RunFolder:
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as error:
-            raise ConfigError(f"hydra.run.dir: cannot write to {self.path} ({error.strerror})") from None
+            raise ConfigError(
+                f"hydra.run.dir: cannot write to {self.path} ({error.strerror})"
+            ) from None
         free = shutil.disk_usage(self.path).free
         if free < MIN_FREE_BYTES:
             raise ConfigError(
@@ -151,9 +159,16 @@ class RunFolder:
             append_jsonl(self.metrics, row)
 
     def remove_stale_temporaries(self) -> None:
-        if self.writer and self.checkpoints.is_dir():
-            for tmp in self.checkpoints.glob(".*.tmp-*"):
-                tmp.unlink(missing_ok=True)
+        """Temporary files of writes that a kill interrupted (the real files are intact)."""
+        if not self.writer:
+            return
+        stale = [
+            *self.checkpoints.glob(".*.tmp-*"),
+            *self.path.glob(".metrics.jsonl.*.tmp"),
+            *self.path.glob(".results.json.*.tmp"),
+        ]
+        for tmp in stale:
+            tmp.unlink(missing_ok=True)
 
 
 def _json_line(row: dict) -> str:
@@ -172,21 +187,33 @@ def _build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Opt
     o = cfg.optimizer
     if o.name == "sgd":
         return torch.optim.SGD(
-            model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+            model.parameters(),
+            lr=o.lr,
+            momentum=o.momentum,
+            nesterov=o.nesterov and o.momentum > 0,
             weight_decay=o.weight_decay,
         )
-    return torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    return torch.optim.AdamW(
+        model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay
+    )
 
 
 def _run_config(cfg: DictConfig) -> dict:
     """The settings a report groups by, as stored in results.json."""
     m = cfg.mixing
-    mixer = build_mixer(m.mode, num_classes=2, k=m.k, alpha=m.alpha, prob=m.prob, per_sample=m.per_sample)
+    mixer = build_mixer(
+        m.mode, num_classes=2, k=m.k, alpha=m.alpha, prob=m.prob, per_sample=m.per_sample
+    )
     return {
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
-        "mixing": {"mode": m.mode, "k": mixer.k, "alpha": mixer.alpha, "prob": mixer.prob,
-                   "per_sample": mixer.per_sample},
+        "mixing": {
+            "mode": m.mode,
+            "k": mixer.k,
+            "alpha": mixer.alpha,
+            "prob": mixer.prob,
+            "per_sample": mixer.per_sample,
+        },
         "seed": cfg.trainer.seed,
         "optimizer": cfg.optimizer.name,
         "lr": cfg.optimizer.lr,
@@ -238,7 +265,9 @@ def _train_run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.
         and previous.get("epochs_completed", 0) >= cfg.trainer.epochs
     ):
         if dist.is_main:
-            _log(f"run already completed in {run_dir}; nothing to do (top-1 error {previous.get('top1_err_last')}%)")
+            _log(
+                f"run already completed in {run_dir}; nothing to do (top-1 error {previous.get('top1_err_last')}%)"
+            )
         return 0
 
     from dcutmix.data import build_data
@@ -259,16 +288,25 @@ def _train_run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.
         eval_batch_size=t.eval_batch_size,
         channels_last=t.channels_last,
     )
-    model_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name"}
+    model_kwargs = {
+        k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name"
+    }
     torch.manual_seed(t.seed)
-    model = build_model(cfg.model.name, num_classes=data.num_classes, in_channels=data.in_channels, **model_kwargs)
+    model = build_model(
+        cfg.model.name, num_classes=data.num_classes, in_channels=data.in_channels, **model_kwargs
+    )
     model.to(device)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
     num_params = count_parameters(model)
     m = cfg.mixing
     mixer = build_mixer(
-        m.mode, num_classes=data.num_classes, k=m.k, alpha=m.alpha, prob=m.prob, per_sample=m.per_sample
+        m.mode,
+        num_classes=data.num_classes,
+        k=m.k,
+        alpha=m.alpha,
+        prob=m.prob,
+        per_sample=m.per_sample,
     )
     run_config = _run_config(cfg)
     run_name = cfg.run_name
@@ -276,12 +314,22 @@ def _train_run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.
     if cfg.eval_only:
         return _evaluate_checkpoint(cfg, model, data, device, folder, run_config, num_params, dist)
 
-    steps = len(data.train) if t.limit_train_batches is None else min(len(data.train), t.limit_train_batches)
+    steps = (
+        len(data.train)
+        if t.limit_train_batches is None
+        else min(len(data.train), t.limit_train_batches)
+    )
     schedule = LRSchedule(
-        cfg.optimizer.lr, steps, t.epochs, cfg.scheduler.name,
+        cfg.optimizer.lr,
+        steps,
+        t.epochs,
+        cfg.scheduler.name,
         milestones=resolve_milestones(list(cfg.scheduler.milestones), t.epochs)
-        if cfg.scheduler.name == "multistep" else None,
-        gamma=cfg.scheduler.gamma, warmup_epochs=cfg.scheduler.warmup_epochs, min_lr=cfg.scheduler.min_lr,
+        if cfg.scheduler.name == "multistep"
+        else None,
+        gamma=cfg.scheduler.gamma,
+        warmup_epochs=cfg.scheduler.warmup_epochs,
+        min_lr=cfg.scheduler.min_lr,
     )
     optimizer = _build_optimizer(cfg, model)
     amp_dtype = _amp_dtype(t.amp, device)
@@ -303,8 +351,14 @@ def _train_run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.
         best = state.get("best")
         wall_before = state["wall_seconds"]
         folder.rewrite_metrics(history)
-        where = f"epoch {start_epoch}, step {epoch_state.step}" if epoch_state.step else f"epoch {start_epoch}"
-        _log(f"resuming from {folder.last} at {where} (restart count {os.environ.get('SLURM_RESTART_COUNT', 0)})")
+        where = (
+            f"epoch {start_epoch}, step {epoch_state.step}"
+            if epoch_state.step
+            else f"epoch {start_epoch}"
+        )
+        _log(
+            f"resuming from {folder.last} at {where} (restart count {os.environ.get('SLURM_RESTART_COUNT', 0)})"
+        )
 
     train_model = model
     if dist.enabled:
@@ -315,9 +369,19 @@ def _train_run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.
         train_model = torch.compile(train_model)
 
     engine = Engine(
-        model=train_model, optimizer=optimizer, schedule=schedule, mixer=mixer, device=device, seed=t.seed,
-        amp_dtype=amp_dtype, scaler=scaler, label_smoothing=t.label_smoothing, on_nonfinite=t.on_nonfinite,
-        log_every=t.log_every, rank=dist.rank, world_size=dist.world_size,
+        model=train_model,
+        optimizer=optimizer,
+        schedule=schedule,
+        mixer=mixer,
+        device=device,
+        seed=t.seed,
+        amp_dtype=amp_dtype,
+        scaler=scaler,
+        label_smoothing=t.label_smoothing,
+        on_nonfinite=t.on_nonfinite,
+        log_every=t.log_every,
+        rank=dist.rank,
+        world_size=dist.world_size,
     )
     logger = _start_logger(cfg, run_dir, run_name, run_config, num_params) if dist.is_main else None
     if logger is not None:
@@ -326,15 +390,25 @@ def _train_run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.
         for row in history:
             logger.log_epoch(row)
     results = {
-        "status": "running", "epochs_completed": start_epoch - 1, "epochs": t.epochs,
-        **_errors_summary(history), "wall_seconds": wall_before, "num_params": num_params,
-        "error": None, "hostname": socket.gethostname(), "pid": os.getpid(),
-        "run_name": run_name, "config": run_config, "device": str(device), "world_size": dist.world_size,
+        "status": "running",
+        "epochs_completed": start_epoch - 1,
+        "epochs": t.epochs,
+        **_errors_summary(history),
+        "wall_seconds": wall_before,
+        "num_params": num_params,
+        "error": None,
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "run_name": run_name,
+        "config": run_config,
+        "device": str(device),
+        "world_size": dist.world_size,
     }
     folder.write_results(results)
     _log(
         f"{run_name}: {cfg.model.name} ({num_params:,} parameters) on {cfg.dataset.name}, "
-        f"{mixer!r}, {t.epochs} epochs on {device}" + (f" x{dist.world_size}" if dist.enabled else "")
+        f"{mixer!r}, {t.epochs} epochs on {device}"
+        + (f" x{dist.world_size}" if dist.enabled else "")
     )
 
     def checkpoint(epoch_done: int, partial: EpochState) -> None:
@@ -359,7 +433,9 @@ def _train_run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.
         )
 
     started = time.perf_counter()
-    stop_signals = () if _in_submitit_job() else (15, 2)  # SIGTERM, SIGINT; submitit owns them in its jobs
+    stop_signals = (
+        () if _in_submitit_job() else (15, 2)
+    )  # SIGTERM, SIGINT; submitit owns them in its jobs
     exit_code = 0
     try:
         with engine.stop.installed(stop_signals):
@@ -370,9 +446,12 @@ def _train_run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.
                 epoch_state = engine.train_epoch(batches, epoch, steps, epoch_state)
                 if engine.stop.signum is not None and epoch_state.step < steps:
                     checkpoint(epoch - 1, epoch_state)
-                    results.update(status="interrupted", wall_seconds=wall_before + time.perf_counter() - started,
-                                   error=f"stopped by signal {engine.stop.signum} at epoch {epoch}, "
-                                         f"step {epoch_state.step}; rerun the same command to resume")
+                    results.update(
+                        status="interrupted",
+                        wall_seconds=wall_before + time.perf_counter() - started,
+                        error=f"stopped by signal {engine.stop.signum} at epoch {epoch}, "
+                        f"step {epoch_state.step}; rerun the same command to resume",
+                    )
                     folder.write_results(results)
                     _log(results["error"])
                     exit_code = 128 + engine.stop.signum
@@ -395,20 +474,32 @@ def _train_run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.
                 checkpoint(epoch, epoch_state)
                 if improved and t.save_best and dist.is_main:
                     ckpt_io.atomic_save(
-                        {"format": ckpt_io.CHECKPOINT_FORMAT, "model": model.state_dict(), "epoch": epoch,
-                         "run_config": run_config, "val_top1_err": row["val_top1_err"]},
-                        folder.best, keep_previous=False,
+                        {
+                            "format": ckpt_io.CHECKPOINT_FORMAT,
+                            "model": model.state_dict(),
+                            "epoch": epoch,
+                            "run_config": run_config,
+                            "val_top1_err": row["val_top1_err"],
+                        },
+                        folder.best,
+                        keep_previous=False,
                     )
                 folder.append_metrics(row)
                 if logger is not None:
                     logger.log_epoch(row)
-                results.update(epochs_completed=epoch, **_errors_summary(history),
-                               wall_seconds=wall_before + time.perf_counter() - started)
+                results.update(
+                    epochs_completed=epoch,
+                    **_errors_summary(history),
+                    wall_seconds=wall_before + time.perf_counter() - started,
+                )
                 folder.write_results(results)
                 _log(_epoch_line(row, t.epochs))
                 if engine.stop.signum is not None:
-                    results.update(status="interrupted", error=f"stopped by signal {engine.stop.signum} after "
-                                   f"epoch {epoch}; rerun the same command to resume")
+                    results.update(
+                        status="interrupted",
+                        error=f"stopped by signal {engine.stop.signum} after "
+                        f"epoch {epoch}; rerun the same command to resume",
+                    )
                     folder.write_results(results)
                     exit_code = 128 + engine.stop.signum
                     break
@@ -420,14 +511,24 @@ def _train_run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.
                     f"in {results['wall_seconds']:.1f}s; results in {run_dir}"
                 )
     except Diverged as error:
-        results.update(status="diverged", error=str(error), diverged_epoch=error.epoch, diverged_step=error.step,
-                       wall_seconds=wall_before + time.perf_counter() - started)
+        results.update(
+            status="diverged",
+            error=str(error),
+            diverged_epoch=error.epoch,
+            diverged_step=error.step,
+            wall_seconds=wall_before + time.perf_counter() - started,
+        )
         folder.write_results(results)
-        _log(f"{error}: run stopped with status diverged (set trainer.on_nonfinite=skip to skip such batches)")
+        _log(
+            f"{error}: run stopped with status diverged (set trainer.on_nonfinite=skip to skip such batches)"
+        )
         exit_code = 3
     except BaseException as error:
-        results.update(status="failed", error=_one_line(error),
-                       wall_seconds=wall_before + time.perf_counter() - started)
+        results.update(
+            status="failed",
+            error=_one_line(error),
+            wall_seconds=wall_before + time.perf_counter() - started,
+        )
         folder.write_results(results)
         if logger is not None:
             logger.finish("failed", _summary(results))
@@ -442,7 +543,9 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _epoch_row(epoch: int, schedule: LRSchedule, steps: int, state: EpochState, world_size: int) -> dict:
+def _epoch_row(
+    epoch: int, schedule: LRSchedule, steps: int, state: EpochState, world_size: int
+) -> dict:
     lr = schedule.lr_at((epoch - 1) * schedule.steps_per_epoch + max(0, steps - 1))
     return {
         "epoch": epoch,
@@ -472,8 +575,13 @@ def _epoch_line(row: dict, epochs: int) -> str:
 def _errors_summary(history: list[dict]) -> dict:
     evaluated = [row for row in history if row.get("val_top1_err") is not None]
     if not evaluated:
-        return {"top1_err_last": None, "top1_err_best": None, "top5_err_last": None, "top5_err_best": None,
-                "val_loss_last": None}
+        return {
+            "top1_err_last": None,
+            "top1_err_best": None,
+            "top5_err_last": None,
+            "top5_err_best": None,
+            "val_loss_last": None,
+        }
     last = evaluated[-1]
     return {
         "top1_err_last": last["val_top1_err"],
@@ -485,8 +593,17 @@ def _errors_summary(history: list[dict]) -> dict:
 
 
 def _summary(results: dict) -> dict:
-    keys = ("top1_err_last", "top1_err_best", "top5_err_last", "top5_err_best", "val_loss_last",
-            "wall_seconds", "epochs_completed", "status", "num_params")
+    keys = (
+        "top1_err_last",
+        "top1_err_best",
+        "top5_err_last",
+        "top5_err_best",
+        "val_loss_last",
+        "wall_seconds",
+        "epochs_completed",
+        "status",
+        "num_params",
+    )
     return {key: results.get(key) for key in keys}
 
 
@@ -506,16 +623,25 @@ def _start_logger(cfg: DictConfig, run_dir: Path, run_name: str, run_config: dic
     if cfg.logger.name == "none":
         return NullLogger()
     config = flatten_config(OmegaConf.to_container(cfg, resolve=True))
-    config.update({
-        "mixing.mode": cfg.mixing.mode, "mixing.k": run_config["mixing"]["k"],
-        "mixing.alpha": run_config["mixing"]["alpha"], "model": cfg.model.name, "dataset": cfg.dataset.name,
-        "seed": cfg.trainer.seed, "num_params": num_params, "git_revision": git_revision(REPO_ROOT),
-    })
+    config.update(
+        {
+            "mixing.mode": cfg.mixing.mode,
+            "mixing.k": run_config["mixing"]["k"],
+            "mixing.alpha": run_config["mixing"]["alpha"],
+            "model": cfg.model.name,
+            "dataset": cfg.dataset.name,
+            "seed": cfg.trainer.seed,
+            "num_params": num_params,
+            "git_revision": git_revision(REPO_ROOT),
+        }
+    )
     return WandbLogger.start(
         run_dir,
         project=cfg.logger.project,
         entity=cfg.logger.entity,
-        group=cfg.experiment_name if cfg.sweep_name == "adhoc" and cfg.experiment_name else cfg.sweep_name,
+        group=cfg.experiment_name
+        if cfg.sweep_name == "adhoc" and cfg.experiment_name
+        else cfg.sweep_name,
         name=run_name,
         job_type=cfg.mixing.mode,
         tags=[*cfg.logger.tags, cfg.dataset.name, cfg.model.name, cfg.mixing.mode],
@@ -524,7 +650,9 @@ def _start_logger(cfg: DictConfig, run_dir: Path, run_name: str, run_config: dic
     )
 
 
-def _evaluate_checkpoint(cfg, model, data, device, folder: RunFolder, run_config, num_params, dist) -> int:
+def _evaluate_checkpoint(
+    cfg, model, data, device, folder: RunFolder, run_config, num_params, dist
+) -> int:
     from dcutmix.models import load_authors_state_dict
 
     path = Path(cfg.ckpt).expanduser()
@@ -535,24 +663,46 @@ def _evaluate_checkpoint(cfg, model, data, device, folder: RunFolder, run_config
     except ConfigError as error:
         raise ConfigError(f"ckpt: {path} does not fit model={cfg.model.name}: {error}") from None
     amp_dtype = _amp_dtype(cfg.trainer.amp, device)
-    engine = Engine(model=model, optimizer=None, schedule=None, mixer=None, device=device, seed=cfg.trainer.seed,
-                    amp_dtype=amp_dtype, rank=dist.rank, world_size=dist.world_size)
+    engine = Engine(
+        model=model,
+        optimizer=None,
+        schedule=None,
+        mixer=None,
+        device=device,
+        seed=cfg.trainer.seed,
+        amp_dtype=amp_dtype,
+        rank=dist.rank,
+        world_size=dist.world_size,
+    )
     started = time.perf_counter()
     val = data.val.epoch(1)
     if dist.enabled:
         val = _shard(val, dist.rank, dist.world_size)
     metrics = engine.evaluate(val, cfg.trainer.limit_val_batches)
     results = {
-        "status": "completed", "eval_only": True, "checkpoint": str(path), "epochs_completed": 0,
-        "epochs": 0, "top1_err_last": metrics["val_top1_err"], "top1_err_best": metrics["val_top1_err"],
-        "top5_err_last": metrics["val_top5_err"], "top5_err_best": metrics["val_top5_err"],
-        "val_loss_last": metrics["val_loss"], "wall_seconds": time.perf_counter() - started,
-        "num_params": num_params, "error": None, "hostname": socket.gethostname(), "pid": os.getpid(),
-        "run_name": cfg.run_name, "config": run_config,
+        "status": "completed",
+        "eval_only": True,
+        "checkpoint": str(path),
+        "epochs_completed": 0,
+        "epochs": 0,
+        "top1_err_last": metrics["val_top1_err"],
+        "top1_err_best": metrics["val_top1_err"],
+        "top5_err_last": metrics["val_top5_err"],
+        "top5_err_best": metrics["val_top5_err"],
+        "val_loss_last": metrics["val_loss"],
+        "wall_seconds": time.perf_counter() - started,
+        "num_params": num_params,
+        "error": None,
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "run_name": cfg.run_name,
+        "config": run_config,
     }
     folder.write_results(results)
-    _log(f"evaluated {path}: top-1 error {metrics['val_top1_err']:.2f}%, top-5 error "
-         f"{metrics['val_top5_err']:.2f}%, loss {metrics['val_loss']:.4f}")
+    _log(
+        f"evaluated {path}: top-1 error {metrics['val_top1_err']:.2f}%, top-5 error "
+        f"{metrics['val_top5_err']:.2f}%, loss {metrics['val_loss']:.4f}"
+    )
     return 0
 
 
@@ -588,11 +738,20 @@ def _record_failure(run_dir: Path, cfg: DictConfig, message: str) -> None:
     except Exception:
         config = None
     with contextlib.suppress(OSError):
-        atomic_write_json(results, {
-            "status": "failed", "error": message, "epochs_completed": 0, "epochs": cfg.trainer.epochs,
-            "run_name": cfg.run_name, "config": config, "hostname": socket.gethostname(),
-            "pid": os.getpid(), "updated_at": _now(),
-        })
+        atomic_write_json(
+            results,
+            {
+                "status": "failed",
+                "error": message,
+                "epochs_completed": 0,
+                "epochs": cfg.trainer.epochs,
+                "run_name": cfg.run_name,
+                "config": config,
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
+                "updated_at": _now(),
+            },
+        )
 
 
 class SweepSummary(Callback):
@@ -607,10 +766,15 @@ class SweepSummary(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(sweep_dir / "sweep.json", {
-            "name": config.sweep_name, "started_at": _now(), "command": sys.argv[1:],
-            "launcher": config.hydra.launcher.get("_target_"),
-        })
+        atomic_write_json(
+            sweep_dir / "sweep.json",
+            {
+                "name": config.sweep_name,
+                "started_at": _now(),
+                "command": sys.argv[1:],
+                "launcher": config.hydra.launcher.get("_target_"),
+            },
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from dcutmix.tracking import read_json
@@ -621,7 +785,9 @@ class SweepSummary(Callback):
         for results_path in sorted(sweep_dir.glob("*/results.json")):
             results = read_json(results_path) or {}
             status = results.get("status", "unknown")
-            line = results_path.parent.name + (f" ({results['error']})" if results.get("error") else "")
+            line = results_path.parent.name + (
+                f" ({results['error']})" if results.get("error") else ""
+            )
             statuses.setdefault(status, []).append(line)
         total = sum(len(v) for v in statuses.values())
         counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(statuses.items()))
@@ -636,8 +802,25 @@ class SweepSummary(Callback):
 
 
 _NO_PRECHECK_FLAGS = {
-    "--help", "-h", "--hydra-help", "--version", "--info", "-i", "--cfg", "-c", "--resolve", "--package",
-    "-p", "--shell-completion", "-sc", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--version",
+    "--info",
+    "-i",
+    "--cfg",
+    "-c",
+    "--resolve",
+    "--package",
+    "-p",
+    "--shell-completion",
+    "-sc",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
     "--experimental-rerun",
 }
 
@@ -651,9 +834,15 @@ def main() -> None:
     register()
     if int(os.environ.get("RANK", "0")) > 0:
         # Under torchrun only rank 0 writes; the others keep Hydra's own files out of the way.
-        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+        sys.argv += [
+            "hydra.output_subdir=null",
+            "hydra/job_logging=disabled",
+            "hydra/hydra_logging=disabled",
+        ]
     argv = sys.argv[1:]
-    if not _NO_PRECHECK_FLAGS.intersection(a.split("=")[0] for a in argv) and not os.environ.get("HYDRA_FULL_ERROR"):
+    if not _NO_PRECHECK_FLAGS.intersection(a.split("=")[0] for a in argv) and not os.environ.get(
+        "HYDRA_FULL_ERROR"
+    ):
         problem = precheck([a for a in argv if not a.startswith("-")])
         if problem:
             print(f"error: {problem}", file=sys.stderr)

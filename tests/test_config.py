@@ -6,13 +6,13 @@ import csv
 from pathlib import Path
 
 import pytest
-from dcutmix.reference import paper_results
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from dcutmix.config import CONF_DIR, REPO_ROOT, register, resolve_milestones, run_name, validate
 from dcutmix.errors import ConfigError
+from dcutmix.reference import paper_results
 
 register()
 
@@ -44,7 +44,9 @@ def test_defaults_compose_and_validate(composer):
 def test_every_group_option_composes(composer, group, option):
     overrides = [f"{group}={option}"]
     if group == "dataset" and option in ("cifar10", "cifar100", "imagefolder"):
-        overrides.append("dataset.root=/nonexistent")  # composition only; the root is checked at run time
+        overrides.append(
+            "dataset.root=/nonexistent"
+        )  # composition only; the root is checked at run time
     cfg = composer(overrides)
     OmegaConf.to_container(cfg.dataset, resolve=True)
     if group == "mixing":
@@ -65,10 +67,22 @@ def test_each_paper_row_has_an_experiment_with_its_exact_recipe(composer):
         name = f"{short[row['dataset']]}_{row['model']}_{row['method']}"
         assert name in experiments, f"no experiment preset for paper row {name}"
         cfg = composer([f"experiment={name}"])
-        assert (cfg.dataset.name, cfg.model.name, cfg.mixing.mode) == (row["dataset"], row["model"], row["method"])
+        assert (cfg.dataset.name, cfg.model.name, cfg.mixing.mode) == (
+            row["dataset"],
+            row["model"],
+            row["method"],
+        )
         assert cfg.experiment_name == name
-        assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.trainer.batch_size, cfg.trainer.epochs) == (
-            "sgd", 0.25, 64, 300,
+        assert (
+            cfg.optimizer.name,
+            cfg.optimizer.lr,
+            cfg.trainer.batch_size,
+            cfg.trainer.epochs,
+        ) == (
+            "sgd",
+            0.25,
+            64,
+            300,
         )
         assert cfg.optimizer.nesterov and cfg.optimizer.momentum == 0.9
         if row["k"]:
@@ -104,7 +118,12 @@ def test_k_ablation_grid():
     sweep = OmegaConf.load(REPO_ROOT / "sweeps" / "k_ablation.yaml")
     params = sweep.hydra.sweeper.params
     assert [int(k) for k in str(params["mixing.k"]).split(",")] == [2, 3, 4, 5, 6, 8]
-    assert set(str(params.mixing).split(",")) == {"dcutmix", "dmixup", "naive_cutmix", "naive_mixup"}
+    assert set(str(params.mixing).split(",")) == {
+        "dcutmix",
+        "dmixup",
+        "naive_cutmix",
+        "naive_mixup",
+    }
 
 
 def test_paper_sweeps_cover_every_paper_row():
@@ -129,7 +148,10 @@ def test_paper_sweeps_cover_every_paper_row():
         (["optimizer.lr=0"], "optimizer.lr: must be a finite number > 0"),
         (["trainer.epochs=0"], "trainer.epochs: must be >= 1"),
         (["trainer.batch_size=0"], "trainer.batch_size: must be >= 1"),
-        (["scheduler.milestones=[5,40]", "trainer.epochs=20"], "scheduler.milestones: epoch 40 is after"),
+        (
+            ["scheduler.milestones=[5,40]", "trainer.epochs=20"],
+            "scheduler.milestones: epoch 40 is after",
+        ),
         (["trainer.amp=fp8"], "trainer.amp: 'fp8' is not one of"),
         (["eval_only=true"], "ckpt: eval_only=true needs ckpt=PATH"),
         (["ckpt=/nonexistent/x.pt"], "ckpt: /nonexistent/x.pt is not a file"),
@@ -149,9 +171,21 @@ def test_run_names_say_what_ran():
     assert run_name("none", None, None, 3) == "none-s3"
     assert run_name("mixup", 2, 1.0, 0) == "mixup-a1-s0"
     assert run_name("dmixup", 3, 1 / 3, 2) == "dmixup-k3-a0.3333-s2"
-    assert run_name("dcutmix", 5, 0.2, 1, "c100_pyramidnet110_dcutmix") == "c100_pyramidnet110_dcutmix-s1"
-    named = run_name("dcutmix", 5, 0.2, 1, None, "+sweep=demo,mixing=dcutmix,optimizer.lr=0.05,trainer.seed=1")
+    assert (
+        run_name("dcutmix", 5, 0.2, 1, "c100_pyramidnet110_dcutmix")
+        == "c100_pyramidnet110_dcutmix-s1"
+    )
+    named = run_name(
+        "dcutmix", 5, 0.2, 1, None, "+sweep=demo,mixing=dcutmix,optimizer.lr=0.05,trainer.seed=1"
+    )
     assert named == "dcutmix-k5-a0.2-lr0.05-s1"
+    # any other swept key keeps jobs apart, even one that does not change the numbers
+    names = {run_name("dcutmix", 5, 0.2, 1, None, f"trainer.log_every={n}") for n in (10, 20)}
+    assert len(names) == 2
+    assert (
+        run_name("none", None, None, 1, None, "dataset.root=/data/cifar")
+        == "none-root_data_cifar-s1"
+    )
 
 
 def test_cuda_device_without_cuda_is_refused(composer):
@@ -159,7 +193,9 @@ def test_cuda_device_without_cuda_is_refused(composer):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(ConfigError, match=r"trainer\.device: cuda was requested but CUDA is not available"):
+    with pytest.raises(
+        ConfigError, match=r"trainer\.device: cuda was requested but CUDA is not available"
+    ):
         validate(composer(["trainer.device=cuda"]))
 
 
