@@ -87,7 +87,9 @@ def bench_mixing(device: torch.device, rounds: int) -> list[dict]:
 
 
 def _print_mixing(rows: list[dict]) -> None:
-    print("| device | batch | image | mode | K | alpha | ms/batch | x torchvision CutMix | x clone |")
+    print(
+        "| device | batch | image | mode | K | alpha | ms/batch | x torchvision CutMix | x clone |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         alpha = "" if r["alpha"] is None else f"{r['alpha']:.3g}"
@@ -109,19 +111,29 @@ def _print_mixing(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dcutmix.bench", description=__doc__)
     parser.add_argument("what", choices=("mixing", "data", "train"))
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of a table"
+    )
     parser.add_argument("--rounds", type=int, default=7, help="interleaved measurement rounds")
-    parser.add_argument("--device", default="all", help="cpu, cuda, or all (cpu and, when present, cuda)")
+    parser.add_argument(
+        "--device", default="all", help="cpu, cuda, or all (cpu and, when present, cuda)"
+    )
     args = parser.parse_args(argv)
     if args.device == "all":
-        devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+        devices = [torch.device("cpu")] + (
+            [torch.device("cuda")] if torch.cuda.is_available() else []
+        )
     else:
         devices = [torch.device(args.device)]
 
     if args.what == "mixing":
         rows = [row for device in devices for row in bench_mixing(device, args.rounds)]
         if args.json:
-            print(json.dumps({"mixing": rows, "torch": torch.__version__, "threads": torch.get_num_threads()}))
+            print(
+                json.dumps(
+                    {"mixing": rows, "torch": torch.__version__, "threads": torch.get_num_threads()}
+                )
+            )
         else:
             _print_mixing(rows)
         return 0

@@ -39,9 +39,18 @@ def run_train_benchmark(
     dev = torch.device(device)
     num_train = batch_size * steps
     data = build_data(
-        {"name": "fake", "num_train": num_train, "num_val": batch_size, "num_classes": 10,
-         "image_size": image_size, "channels": 3, "loader": "device"},
-        batch_size=batch_size, device=dev, seed=0,
+        {
+            "name": "fake",
+            "num_train": num_train,
+            "num_val": batch_size,
+            "num_classes": 10,
+            "image_size": image_size,
+            "channels": 3,
+            "loader": "device",
+        },
+        batch_size=batch_size,
+        device=dev,
+        seed=0,
     )
     mixer = build_mixer(mode, num_classes=data.num_classes)
     amp_dtype = torch.bfloat16 if (amp if amp is not None else dev.type == "cuda") else None
@@ -76,8 +85,15 @@ def run_train_benchmark(
     hand_model, hand_opt = fresh()
     model, optimizer = fresh()
     engine = Engine(
-        model=model, optimizer=optimizer, schedule=LRSchedule(0.05, steps, 1000, "constant"), mixer=mixer,
-        device=dev, seed=0, amp_dtype=amp_dtype, progress=False, log_every=50,
+        model=model,
+        optimizer=optimizer,
+        schedule=LRSchedule(0.05, steps, 1000, "constant"),
+        mixer=mixer,
+        device=dev,
+        seed=0,
+        amp_dtype=amp_dtype,
+        progress=False,
+        log_every=50,
     )
     fns = {"hand_written": hand_written, "framework": framework, "data_and_mixing": data_and_mixing}
     samples: dict[str, list[float]] = {name: [] for name in fns}

@@ -67,7 +67,10 @@ def load_file(path: Path, map_location: str | torch.device = "cpu") -> dict:
                 f"ckpt: {path} carries pickled Python objects, which are refused for safety "
                 "(only tensors and plain containers load); re-save it as a state dict"
             ) from None
-        detail = next((line.strip() for line in text.splitlines() if "Unsupported" in line), "not a checkpoint")
+        detail = next(
+            (line.strip() for line in text.splitlines() if "Unsupported" in line),
+            "not a checkpoint",
+        )
         raise ConfigError(f"ckpt: {path} is damaged or not a checkpoint ({detail})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -92,7 +95,9 @@ def load_latest(path: Path, map_location: str | torch.device = "cpu") -> dict | 
             warnings.warn(f"{error}; trying the previous checkpoint", stacklevel=2)
             continue
         if state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
-            warnings.warn(f"ckpt: {candidate} is not a dcutmix training checkpoint; skipping it", stacklevel=2)
+            warnings.warn(
+                f"ckpt: {candidate} is not a dcutmix training checkpoint; skipping it", stacklevel=2
+            )
             continue
         if candidate != path:
             warnings.warn(f"resuming from the previous good checkpoint {candidate}", stacklevel=2)
@@ -153,5 +158,10 @@ def extract_model_state(obj: dict) -> dict[str, torch.Tensor]:
     else:
         state = obj
     if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError("ckpt: no model weights found (expected a 'model', 'net' or 'state_dict' entry)")
-    return {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}
+        raise ConfigError(
+            "ckpt: no model weights found (expected a 'model', 'net' or 'state_dict' entry)"
+        )
+    return {
+        key.removeprefix("module.").removeprefix("_orig_mod."): value
+        for key, value in state.items()
+    }

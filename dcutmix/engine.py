@@ -57,7 +57,9 @@ class LRSchedule:
         if self.name == "cosine":
             span = max(1, self.total_steps - self.warmup_steps)
             progress = min(1.0, (step - self.warmup_steps) / span)
-            return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+            return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (
+                1.0 + math.cos(math.pi * progress)
+            )
         return self.base_lr
 
 
@@ -91,8 +93,13 @@ class EpochState:
     skipped: int = 0
 
     def as_dict(self) -> dict:
-        return {"step": self.step, "loss_sum": self.loss_sum, "samples": self.samples,
-                "seconds": self.seconds, "skipped": self.skipped}
+        return {
+            "step": self.step,
+            "loss_sum": self.loss_sum,
+            "samples": self.samples,
+            "seconds": self.seconds,
+            "skipped": self.skipped,
+        }
 
 
 class Diverged(Exception):
@@ -104,7 +111,9 @@ class Diverged(Exception):
 class Progress:
     """A one-line bar in a terminal; plain periodic lines otherwise (batch logs, Slurm)."""
 
-    def __init__(self, total: int, desc: str, every: int, stream=sys.stderr, enabled: bool = True) -> None:
+    def __init__(
+        self, total: int, desc: str, every: int, stream=sys.stderr, enabled: bool = True
+    ) -> None:
         self.total, self.desc, self.every, self.stream = total, desc, every, stream
         self.tty = enabled and stream.isatty()
         self.enabled = enabled
@@ -160,7 +169,9 @@ class Engine:
     ) -> EpochState:
         """Train from ``state.step`` to ``steps`` (or until a stop is requested); returns the totals."""
         self.model.train()
-        bar = Progress(steps, f"epoch {epoch}", self.log_every, enabled=self.progress and self.rank == 0)
+        bar = Progress(
+            steps, f"epoch {epoch}", self.log_every, enabled=self.progress and self.rank == 0
+        )
         bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         start = time.perf_counter()
@@ -214,7 +225,9 @@ class Engine:
             raise Diverged(epoch, int(bad_step))
 
     @torch.no_grad()
-    def evaluate(self, batches: Iterator[tuple[Tensor, Tensor]], limit: int | None = None) -> dict[str, float]:
+    def evaluate(
+        self, batches: Iterator[tuple[Tensor, Tensor]], limit: int | None = None
+    ) -> dict[str, float]:
         """Validation loss and top-1/top-5 error in %, reduced over ranks."""
         self.model.eval()
         totals = torch.zeros(4, device=self.device, dtype=torch.float64)  # loss, top1, top5, count

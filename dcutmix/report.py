@@ -180,7 +180,8 @@ def metrics_for(runs: Sequence[Run]) -> tuple[Metric, ...]:
     if not any((run.path / "analysis.json").is_file() for run in runs):
         return METRICS
     extra = tuple(
-        Metric(key, heading, _from_analysis(key), show) for key, (heading, show) in ANALYSIS_HEADINGS.items()
+        Metric(key, heading, _from_analysis(key), show)
+        for key, (heading, show) in ANALYSIS_HEADINGS.items()
     )
     return METRICS + extra
 
@@ -715,7 +716,9 @@ def _analysis_plots(rows: Sequence[Row], out_dir: Path) -> list[str]:
 
     by_mode: dict[str, list[Path]] = {}
     for row in rows:
-        by_mode.setdefault(str(row.settings.get("mode", "?")), []).extend(run.path for run in row.runs)
+        by_mode.setdefault(str(row.settings.get("mode", "?")), []).extend(
+            run.path for run in row.runs
+        )
     return [Path(p).name for p in plot_analyses(by_mode, out_dir)]
 
 

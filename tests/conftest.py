@@ -65,5 +65,8 @@ def read_results(run_dir: Path) -> dict:
 def read_metrics(run_dir: Path, drop_timing: bool = True) -> list[dict]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     if drop_timing:
-        rows = [{k: v for k, v in r.items() if k not in ("epoch_seconds", "images_per_second")} for r in rows]
+        rows = [
+            {k: v for k, v in r.items() if k not in ("epoch_seconds", "images_per_second")}
+            for r in rows
+        ]
     return rows

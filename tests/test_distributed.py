@@ -61,8 +61,14 @@ def test_two_gloo_processes_agree_with_one(tmp_path):
     one, two = read_metrics(single), read_metrics(ddp)
     assert [r["epoch"] for r in two] == [1, 2, 3, 4]
     for a, b in zip(one, two, strict=True):
-        assert abs(a["train_loss"] - b["train_loss"]) <= LOSS_TOLERANCE * (1 + a["train_loss"]), (a, b)
-    assert abs(one[-1]["val_top1_err"] - two[-1]["val_top1_err"]) <= ERROR_TOLERANCE, (one[-1], two[-1])
+        assert abs(a["train_loss"] - b["train_loss"]) <= LOSS_TOLERANCE * (1 + a["train_loss"]), (
+            a,
+            b,
+        )
+    assert abs(one[-1]["val_top1_err"] - two[-1]["val_top1_err"]) <= ERROR_TOLERANCE, (
+        one[-1],
+        two[-1],
+    )
     # evaluation covers the whole validation set once: reduced over ranks, not per rank
     assert read_results(single)["config"] == results["config"]
     # only rank 0 wrote: one metrics line per epoch, one results file

@@ -17,7 +17,9 @@ from tests.conftest import read_metrics, read_results
 def test_multistep_schedule_uses_fractions_of_the_run():
     milestones = resolve_milestones([0.75, 0.9], 300)
     assert milestones == [225, 270]
-    schedule = LRSchedule(0.25, steps_per_epoch=10, epochs=300, name="multistep", milestones=milestones)
+    schedule = LRSchedule(
+        0.25, steps_per_epoch=10, epochs=300, name="multistep", milestones=milestones
+    )
     assert schedule.lr_at(0) == 0.25
     assert schedule.lr_at(224 * 10 + 9) == 0.25  # last step of epoch 225
     assert schedule.lr_at(225 * 10) == pytest.approx(0.025)  # first step of epoch 226
@@ -26,7 +28,9 @@ def test_multistep_schedule_uses_fractions_of_the_run():
 
 
 def test_cosine_schedule_with_warmup():
-    schedule = LRSchedule(1.0, steps_per_epoch=10, epochs=10, name="cosine", warmup_epochs=1, min_lr=0.1)
+    schedule = LRSchedule(
+        1.0, steps_per_epoch=10, epochs=10, name="cosine", warmup_epochs=1, min_lr=0.1
+    )
     assert schedule.lr_at(0) == pytest.approx(0.1)
     assert schedule.lr_at(9) == pytest.approx(1.0)
     assert schedule.lr_at(10) == pytest.approx(1.0)
@@ -44,9 +48,14 @@ def _engine(policy: str) -> Engine:
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     return Engine(
-        model=model, optimizer=optimizer, schedule=LRSchedule(0.1, 4, 1, "constant"),
-        mixer=build_mixer("mixup", num_classes=3), device=torch.device("cpu"), seed=0,
-        on_nonfinite=policy, progress=False,
+        model=model,
+        optimizer=optimizer,
+        schedule=LRSchedule(0.1, 4, 1, "constant"),
+        mixer=build_mixer("mixup", num_classes=3),
+        device=torch.device("cpu"),
+        seed=0,
+        on_nonfinite=policy,
+        progress=False,
     )
 
 
@@ -74,7 +83,9 @@ def test_nonfinite_loss_can_skip_the_batch():
 
 
 def test_a_diverging_run_ends_with_status_diverged(train_in_process, tmp_path):
-    code, run = train_in_process(["optimizer.lr=1e12", "trainer.epochs=3", "trainer.log_every=1"], tmp_path / "run")
+    code, run = train_in_process(
+        ["optimizer.lr=1e12", "trainer.epochs=3", "trainer.log_every=1"], tmp_path / "run"
+    )
     assert code != 0
     results = read_results(run)
     assert results["status"] == "diverged"

@@ -7,12 +7,23 @@ import pytest
 from tests.conftest import cli, read_metrics, read_results
 from tests.wandb_files import read_wandb_parts, read_wandb_run
 
-WANDB = ["logger=wandb", "logger.mode=offline", "trainer.limit_train_batches=3", "trainer.device=cpu"]
+WANDB = [
+    "logger=wandb",
+    "logger.mode=offline",
+    "trainer.limit_train_batches=3",
+    "trainer.device=cpu",
+]
 
 
 def test_a_run_arrives_grouped_named_and_complete(train_in_process, tmp_path):
     code, run = train_in_process(
-        [*WANDB, "mixing.k=4", "trainer.epochs=2", "sweep_name=k_ablation", "run_name=dcutmix-k4-a0.2-s0"],
+        [
+            *WANDB,
+            "mixing.k=4",
+            "trainer.epochs=2",
+            "sweep_name=k_ablation",
+            "run_name=dcutmix-k4-a0.2-s0",
+        ],
         tmp_path / "run",
     )
     assert code == 0
@@ -21,8 +32,18 @@ def test_a_run_arrives_grouped_named_and_complete(train_in_process, tmp_path):
     assert record["run"]["job_type"] == "dcutmix"
     assert record["run"]["display_name"] == "dcutmix-k4-a0.2-s0"
     config = record["run"]["config"]
-    assert (config["mixing.k"], config["mixing.alpha"], config["model"], config["dataset"], config["seed"]) == (
-        4, 0.2, "tiny", "digits", 0,
+    assert (
+        config["mixing.k"],
+        config["mixing.alpha"],
+        config["model"],
+        config["dataset"],
+        config["seed"],
+    ) == (
+        4,
+        0.2,
+        "tiny",
+        "digits",
+        0,
     )
     assert config["num_params"] == read_results(run)["num_params"]
     assert "git_revision" in config
@@ -53,8 +74,9 @@ def test_a_resumed_run_continues_the_same_wandb_run(train_in_process, tmp_path):
 
 
 def test_a_diverged_run_ends_with_a_nonzero_wandb_exit_code(train_in_process, tmp_path):
-    code, run = train_in_process([*WANDB, "optimizer.lr=1e12", "trainer.epochs=2", "trainer.log_every=1"],
-                                 tmp_path / "run")
+    code, run = train_in_process(
+        [*WANDB, "optimizer.lr=1e12", "trainer.epochs=2", "trainer.log_every=1"], tmp_path / "run"
+    )
     assert code != 0 and read_results(run)["status"] == "diverged"
     record = read_wandb_run(run)
     assert record["exit_code"] != 0
@@ -64,7 +86,9 @@ def test_a_diverged_run_ends_with_a_nonzero_wandb_exit_code(train_in_process, tm
 @pytest.mark.slow
 def test_each_job_of_a_multirun_is_its_own_wandb_run(tmp_path):
     sweep = tmp_path / "sweep"
-    result = cli(["-m", "mixing=none,mixup", *WANDB, "trainer.epochs=1", f"hydra.sweep.dir={sweep}"])
+    result = cli(
+        ["-m", "mixing=none,mixup", *WANDB, "trainer.epochs=1", f"hydra.sweep.dir={sweep}"]
+    )
     assert result.returncode == 0, result.stderr
     jobs = sorted(p for p in sweep.iterdir() if (p / "results.json").exists())
     assert len(jobs) == 2
