@@ -617,8 +617,18 @@ def _check_same_run(state: dict, run_config: dict) -> None:
             )
 
 
+def _code_revision() -> str | None:
+    """The git revision of the code this run executes: for a frozen sweep, the one it was frozen at."""
+    from dcutmix.tracking import git_revision, read_json
+
+    snapshot = read_json(REPO_ROOT / "snapshot.json")
+    if isinstance(snapshot, dict) and snapshot.get("git_revision"):
+        return snapshot["git_revision"]
+    return git_revision(REPO_ROOT)
+
+
 def _start_logger(cfg: DictConfig, run_dir: Path, run_name: str, run_config: dict, num_params: int):
-    from dcutmix.tracking import NullLogger, WandbLogger, flatten_config, git_revision
+    from dcutmix.tracking import NullLogger, WandbLogger, flatten_config
 
     if cfg.logger.name == "none":
         return NullLogger()
@@ -632,7 +642,7 @@ def _start_logger(cfg: DictConfig, run_dir: Path, run_name: str, run_config: dic
             "dataset": cfg.dataset.name,
             "seed": cfg.trainer.seed,
             "num_params": num_params,
-            "git_revision": git_revision(REPO_ROOT),
+            "git_revision": _code_revision(),
         }
     )
     return WandbLogger.start(
@@ -856,4 +866,8 @@ def main() -> None:
 register()
 
 if __name__ == "__main__":
-    main()
+    # Run the module's importable twin, so that launchers pickle `dcutmix.train.task`, not
+    # `__main__.task` with everything this script's globals reference.
+    from dcutmix.train import main as _main
+
+    _main()
