@@ -1,0 +1,148 @@
+"""Helpers for tests that submit to a real Slurm cluster (``make slurm-up``).
+
+Tests that need the cluster call ``require_slurm()``, which skips them with the reason when Slurm
+is not installed or not answering. The other helpers submit, watch and release jobs, and copy the
+code into a throwaway tree for frozen-code tests. Test modules import this file by name (pytest
+puts tests/ on sys.path), so nothing needs wiring into conftest.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from dcutmix.launcher import SOURCE_ROOT
+
+START_HINT = "start a local cluster with `make slurm-up` (as root)"
+RUNNING_NODE_STATES = ("idle", "mix", "alloc", "comp")
+
+
+@functools.cache
+def slurm_unavailable() -> str | None:
+    """Why Slurm tests cannot run here, or None when a cluster answers with a usable node."""
+    if shutil.which("sinfo") is None:
+        return f"Slurm is not installed (no sinfo on PATH); {START_HINT}"
+    try:
+        probe = subprocess.run(
+            ["sinfo", "--noheader", "--format=%P %t"], capture_output=True, text=True, timeout=20
+        )
+    except subprocess.TimeoutExpired:
+        return f"sinfo got no answer in 20 s: the Slurm controller is not responding; {START_HINT}"
+    said = (probe.stderr or probe.stdout).strip().splitlines()
+    if probe.returncode != 0:
+        why = said[0] if said else f"exit status {probe.returncode}"
+        return f"the Slurm cluster is down (sinfo: {why}); {START_HINT}"
+    states = [
+        line.split()[-1].rstrip("*~#!%$@^-") for line in probe.stdout.splitlines() if line.strip()
+    ]
+    if not any(state in RUNNING_NODE_STATES for state in states):
+        return f"no Slurm node is up (node states: {', '.join(states) or 'none'}); {START_HINT}"
+    return None
+
+
+def default_partition() -> str:
+    """The cluster's default partition (the one sinfo marks with ``*``), else its first one."""
+    names = subprocess.run(
+        ["sinfo", "--noheader", "--format=%P"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    marked = [name[:-1] for name in names if name.endswith("*")]
+    return (marked or names)[0]
+
+
+def require_slurm() -> str:
+    """The partition to submit test jobs to; skips the calling test when no Slurm cluster is up."""
+    reason = slurm_unavailable()
+    if reason:
+        pytest.skip(reason)
+    return default_partition()
+
+
+def slurm_launcher_overrides(partition: str, launcher: str = "slurm") -> list[str]:
+    """Hydra overrides that fit a launcher preset to a small CPU-only test cluster."""
+    return [
+        f"hydra/launcher={launcher}",
+        f"hydra.launcher.partition={partition}",
+        "hydra.launcher.gpus_per_node=null",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=1",
+        "hydra.launcher.timeout_min=10",
+    ]
+
+
+def job_state(job_id: str) -> str | None:
+    """The job's state as squeue shows it (``RUNNING``, ``PENDING``...), or None once it is gone."""
+    listed = subprocess.run(
+        [
+            "squeue",
+            "--noheader",
+            "--array",
+            "--states=all",
+            "--format=%i %T",
+            f"--jobs={job_id.split('_')[0]}",
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout
+    for line in listed.splitlines():
+        listed_id, state = line.split()
+        if listed_id == job_id:
+            return state
+    return None
+
+
+def wait_until(condition, timeout: float, what: str, poll: float = 0.5):
+    """Poll ``condition()`` until it returns something truthy; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def release_requeue_hold(job_id: str) -> None:
+    """Start a requeued job now: Slurm holds a requeued job about two minutes (BeginTime)."""
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+
+
+def submitit_job_ids(sweep_dir: Path) -> list[str]:
+    """The Slurm ids of a sweep's jobs, from its submitit folder, in order ([] before submission).
+
+    One job is submitted alone (id ``N``); several as an array (ids ``N_0``, ``N_1``... next to a
+    folder ``N`` holding the array's submission script, which is left out).
+    """
+    folder = sweep_dir / ".submitit"
+    if not folder.is_dir():
+        return []
+    names = {p.name for p in folder.iterdir() if p.is_dir()}
+    names = {n for n in names if re.fullmatch(r"\d+(_\d+)?", n)}
+    arrays = {n.split("_")[0] for n in names if "_" in n}
+    return sorted(names - arrays, key=lambda n: [int(x) for x in n.split("_")])
+
+
+def cancel_jobs(job_ids: list[str]) -> None:
+    """Cancel jobs a failed test left behind, so they do not hold the small test cluster."""
+    if job_ids:
+        subprocess.run(["scancel", *job_ids], check=False)
+
+
+def copy_code_tree(destination: Path) -> Path:
+    """Copy the project's code and configs to ``destination``: a working tree a test may edit."""
+    for name in ("dcutmix", "hydra_plugins", "conf", "sweeps"):
+        # symlinks=True keeps conf/sweep -> ../sweeps a link, as in the real checkout.
+        shutil.copytree(
+            SOURCE_ROOT / name,
+            destination / name,
+            symlinks=True,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
+    # A developer's own cluster settings (partition, module loads) do not fit the test cluster.
+    shutil.rmtree(destination / "conf" / "local", ignore_errors=True)
+    return destination
