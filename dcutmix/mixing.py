@@ -54,13 +54,28 @@ MAX_K = 64
 class _Plan:
     """What to mix: ``perms[j]`` is the source of partner j+1, ``weights[:, 0]`` the anchor's share.
 
-    ``weights`` is (n, K) with n = B (per-sample draws) or 1 (one draw for the batch). ``level`` is
-    None for the blend modes; for the box modes it is an (n, H, W) map of the visible source index.
+    ``weights`` is (n, K) with n = B (per-sample draws) or 1 (one draw for the batch). The box
+    modes say which source is visible at each pixel: either as an (n, H, W) ``pixel_level`` map, or,
+    for nested boxes, separably as (n, H) ``rows`` and (n, W) ``cols`` depths whose minimum is the
+    level. Blend modes have neither.
     """
 
     perms: Tensor
     weights: Tensor
-    level: Tensor | None
+    pixel_level: Tensor | None = None
+    rows: Tensor | None = None
+    cols: Tensor | None = None
+
+    @property
+    def level(self) -> Tensor | None:
+        """The (n, H, W) map of the visible source index (None for the blend modes)."""
+        if self.rows is not None:
+            return torch.minimum(self.rows.unsqueeze(2), self.cols.unsqueeze(1))
+        return self.pixel_level
+
+    @property
+    def is_box(self) -> bool:
+        return self.rows is not None or self.pixel_level is not None
 
 
 def _rand(
@@ -191,7 +206,7 @@ class Mixer:
         plan = self._plan(batch, n, height, width, images.device, generator)
         if self.prob < 1.0:
             plan = _gate(plan, self.prob, images.device, generator)
-        mixed = _apply_boxes(images, plan) if plan.level is not None else _apply_blend(images, plan)
+        mixed = _apply_boxes(images, plan) if plan.is_box else _apply_blend(images, plan)
         return mixed, _mix_targets(targets, plan)
 
     def _plan(
@@ -398,14 +413,13 @@ class DCutMix(Mixer):
         # The boxes are nested, so a pixel lies in box j exactly when its row lies in the first j
         # row spans and its column in the first j column spans: the visible source is the smaller
         # of the two counts, and the whole map costs two small reductions and one broadcast.
-        row_depth = _span_mask(corners_t[:, 0], sides_t[:, 0], height).sum(0, dtype=torch.uint8)
-        col_depth = _span_mask(corners_t[:, 1], sides_t[:, 1], width).sum(0, dtype=torch.uint8)
-        level = torch.minimum(row_depth.unsqueeze(2), col_depth.unsqueeze(1))
+        row_depth = _span_mask(corners_t[:, 0], sides_t[:, 0], height).sum(0)
+        col_depth = _span_mask(corners_t[:, 1], sides_t[:, 1], width).sum(0)
 
         area = torch.cat([full.prod().expand(n, 1), sides_t.prod(dim=1).T], dim=1)  # (n, K)
         visible = area - torch.cat([area[:, 1:], torch.zeros_like(area[:, :1])], dim=1)
         perms = _permutations(self.k - 1, batch, device, generator)
-        return _Plan(perms, visible / (height * width), level)
+        return _Plan(perms, visible / (height * width), rows=row_depth, cols=col_depth)
 
 
 def _gate(plan: _Plan, prob: float, device: torch.device, generator) -> _Plan:
@@ -414,8 +428,9 @@ def _gate(plan: _Plan, prob: float, device: torch.device, generator) -> _Plan:
     anchor_only = torch.zeros_like(plan.weights)
     anchor_only[:, 0] = 1.0
     weights = torch.where(mixed, plan.weights, anchor_only)
-    level = None if plan.level is None else plan.level * mixed
-    return _Plan(plan.perms, weights, level)
+    # An unmixed batch shows the anchor (level 0) everywhere.
+    gated = [None if t is None else t * mixed for t in (plan.pixel_level, plan.rows, plan.cols)]
+    return _Plan(plan.perms, weights, *gated)
 
 
 def _sources(plan: _Plan, batch: int) -> Tensor:
@@ -427,16 +442,28 @@ def _sources(plan: _Plan, batch: int) -> Tensor:
 def _apply_boxes(images: Tensor, plan: _Plan) -> Tensor:
     batch, channels, height, width = images.shape
     sources = _sources(plan, batch).T  # (B, K)
-    level = plan.level.expand(batch, height, width).reshape(batch, height * width).long()
-    source_of_pixel = torch.gather(sources, 1, level).view(batch, 1, height, width)
-    return torch.gather(images, 0, source_of_pixel.expand(batch, channels, height, width))
+    if plan.rows is not None:
+        # Separable levels: first the source of each (row, column depth) pair, a small (B, H, K)
+        # table, then one lookup per pixel by its column's depth; no (B, H, W) level map is built.
+        depths = torch.arange(sources.shape[1], device=sources.device)
+        row_levels = torch.minimum(plan.rows.unsqueeze(2), depths).expand(batch, height, -1)
+        by_depth = torch.gather(sources, 1, row_levels.reshape(batch, -1)).view(batch, height, -1)
+        cols = plan.cols.expand(batch, width).unsqueeze(1).expand(batch, height, width)
+        source_of_pixel = torch.gather(by_depth, 2, cols)
+    else:
+        level = plan.pixel_level.expand(batch, height, width).reshape(batch, height * width)
+        source_of_pixel = torch.gather(sources, 1, level.long()).view(batch, height, width)
+    index = source_of_pixel.unsqueeze(1).expand(batch, channels, height, width)
+    return torch.gather(images, 0, index)
 
 
 def _apply_blend(images: Tensor, plan: _Plan) -> Tensor:
     weights = plan.weights.to(images.dtype).view(-1, plan.weights.shape[1], 1, 1, 1)
     mixed = images * weights[:, 0]
+    # One buffer for every partner: a fresh allocation per partner costs as much as the copy.
+    partner = torch.empty_like(images)
     for j, perm in enumerate(plan.perms, start=1):
-        mixed.addcmul_(images.index_select(0, perm), weights[:, j])
+        mixed.addcmul_(torch.index_select(images, 0, perm, out=partner), weights[:, j])
     return mixed
 
 
