@@ -189,8 +189,11 @@ def test_damaged_last_checkpoint_falls_back_to_the_previous_one(train_in_process
     last = run / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     (run / "results.json").unlink()
-    with pytest.warns(UserWarning, match="trying the previous checkpoint"):
+    with pytest.warns(UserWarning) as caught:
         code, _ = train_in_process(overrides, run)
+    messages = [str(warning.message) for warning in caught]
+    assert any("is damaged" in m and "trying the previous checkpoint" in m for m in messages)
+    assert any(m.startswith("resuming from the previous good checkpoint") for m in messages)
     assert code == 0
     assert read_metrics(run) == read_metrics(reference)
 
