@@ -131,12 +131,8 @@ SLOW_RUN = [
 ]
 
 
-@pytest.mark.slow
-def test_sigkill_mid_run_then_rerun_ends_with_the_uninterrupted_metrics(tmp_path):
-    reference = tmp_path / "reference"
-    assert cli([*SLOW_RUN, f"hydra.run.dir={reference}"]).returncode == 0
-
-    run = tmp_path / "killed"
+def _inside_epoch_two(run: Path, delay: float) -> subprocess.Popen:
+    """Start SLOW_RUN in ``run`` and return once it is ``delay`` seconds into its second epoch."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "dcutmix.train", *SLOW_RUN, f"hydra.run.dir={run}"],
         stdout=subprocess.PIPE,
@@ -144,7 +140,17 @@ def test_sigkill_mid_run_then_rerun_ends_with_the_uninterrupted_metrics(tmp_path
         text=True,
     )
     _wait_for_rows(run, 1, proc)
-    time.sleep(0.3)  # somewhere inside epoch 2
+    time.sleep(delay)
+    return proc
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_rerun_ends_with_the_uninterrupted_metrics(tmp_path):
+    reference = tmp_path / "reference"
+    assert cli([*SLOW_RUN, f"hydra.run.dir={reference}"]).returncode == 0
+
+    run = tmp_path / "killed"
+    proc = _inside_epoch_two(run, delay=0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert read_results(run)["status"] == "running"  # what a kill leaves behind
@@ -161,14 +167,7 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tmp_path):
     reference = tmp_path / "reference"
     assert cli([*SLOW_RUN, f"hydra.run.dir={reference}"]).returncode == 0
     run = tmp_path / "stopped"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dcutmix.train", *SLOW_RUN, f"hydra.run.dir={run}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _wait_for_rows(run, 1, proc)
-    time.sleep(0.2)
+    proc = _inside_epoch_two(run, delay=0.2)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode != 0
