@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from dcutmix.errors import ConfigError
 from dcutmix.models._checks import positive_int
+from dcutmix.models._init import init_conv_and_bn
 
 __all__ = ["PyramidBasicBlock", "PyramidBottleneck", "PyramidNet"]
 
@@ -134,12 +135,7 @@ class PyramidNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
 
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_conv_and_bn(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits of shape (batch, num_classes)."""

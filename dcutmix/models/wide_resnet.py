@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from dcutmix.errors import ConfigError
 from dcutmix.models._checks import positive_int
+from dcutmix.models._init import init_conv_and_bn
 
 __all__ = ["WideResNet"]
 
@@ -83,14 +84,8 @@ class WideResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
 
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.zeros_(module.bias)
+        init_conv_and_bn(self)
+        nn.init.zeros_(self.fc.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits of shape (batch, num_classes)."""
