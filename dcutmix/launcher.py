@@ -142,6 +142,15 @@ def sacct_unavailable() -> str | None:
     return None
 
 
+# States squeue shows for a job that has not ended and that submitit's own list of unfinished
+# states leaves out: a job seen in one of them between two polls would otherwise be taken as ended
+# without a result. Held states (REQUEUE_HOLD, SPECIAL_EXIT) stay endings: they need a person, and a
+# sweep that waited on them would wait silently.
+PASSING_STATES = frozenset(
+    {"CONFIGURING", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "SUSPENDED", "STOPPED"}
+)
+
+
 class QueueWatcher(SlurmInfoWatcher):
     """Follows Slurm job states with squeue, for clusters where sacct has no accounting to read.
 
@@ -167,6 +176,12 @@ class QueueWatcher(SlurmInfoWatcher):
         for job_id in self._registered - self._finished - states.keys():
             states[job_id] = {"JobID": job_id, "State": "LEFT_QUEUE", "NodeList": ""}
         return states
+
+    def is_done(self, job_id: str, mode: str = "standard") -> bool:
+        """Whether the job has ended; squeue's passing states are not taken for an end."""
+        if self.get_state(job_id, mode=mode).upper() in PASSING_STATES:
+            return False
+        return super().is_done(job_id, mode=mode)
 
 
 class FrozenCodeMixin:

@@ -107,8 +107,19 @@ def wait_until(condition, timeout: float, what: str, poll: float = 0.5):
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+# slurmd refuses to start a job whose credential was created no later than the second in which
+# the job's earlier run was revoked ("Job credential revoked"), and the job then FAILS; so a
+# requeued job may be started early only once that second has passed.
+REVOKED_CREDENTIAL_WAIT_S = 2.0
+
+
 def release_requeue_hold(job_id: str) -> None:
-    """Start a requeued job now: Slurm holds a requeued job about two minutes (BeginTime)."""
+    """Start a requeued job soon: Slurm holds a requeued job about two minutes (BeginTime).
+
+    Call it once the job is PENDING again. It waits until a new credential cannot fall in the
+    second the old one was revoked, then moves the job's start time to now.
+    """
+    time.sleep(REVOKED_CREDENTIAL_WAIT_S)
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
 
 

@@ -250,6 +250,29 @@ def test_queue_watcher_reads_squeue_and_ends_jobs_that_left_the_queue():
     }
 
 
+@pytest.mark.parametrize(
+    ("state", "done"),
+    [
+        ("RUNNING", False),
+        ("CONFIGURING", False),
+        ("SIGNALING", False),
+        ("STAGE_OUT", False),
+        ("SUSPENDED", False),
+        ("COMPLETED", True),
+        ("FAILED", True),
+        ("REQUEUE_HOLD", True),
+        ("LEFT_QUEUE", True),
+    ],
+)
+def test_queue_watcher_waits_through_passing_states_and_ends_on_final_ones(state, done):
+    watcher = QueueWatcher()
+    watcher.register_job("9")
+    watcher._info_dict.update(
+        watcher.read_info(f"9|{state}|node1\n" if state != "LEFT_QUEUE" else "")
+    )
+    assert watcher.is_done("9", mode="cache") is done
+
+
 def make_probe_tree(tmp_path: Path) -> Path:
     """A copy of the code with the probe app's config; the app edits it from its first job."""
     live = copy_code_tree(tmp_path / "live")
