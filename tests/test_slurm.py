@@ -24,6 +24,8 @@ from conftest_slurm import (
     wait_until,
 )
 
+from tests.conftest import read_metrics
+
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 TINY = ["dataset=digits", "model=tiny", "logger=none", "trainer.device=cpu"]
@@ -127,6 +129,27 @@ def test_two_job_sweep_resumes_after_a_requeue_and_ignores_later_edits(tmp_path)
         assert epochs_logged(run) == list(range(1, epochs + 1)), name
         assert "label_smoothing: 0.0" in (run / ".hydra" / "config.yaml").read_text(), name
     assert "resuming from" in job_log(sweep_dir, requeued)
+
+    # The requeued job ends with the metrics of the same run left alone. Slurm jobs run torch on
+    # one thread (cpus_per_task=1), so the reference does too: thread counts change float sums.
+    reference = tmp_path / "reference"
+    uninterrupted = subprocess.run(
+        [
+            str(TRAIN_SCRIPT),
+            *TINY,
+            "mixing=dcutmix",
+            f"trainer.epochs={epochs}",
+            f"hydra.run.dir={reference}",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    (requeued_run,) = (run for name, run in runs.items() if name.startswith("dcutmix"))
+    assert read_metrics(requeued_run) == read_metrics(reference)
 
 
 def test_ddp_preset_trains_one_run_with_one_process_per_task(tmp_path):
