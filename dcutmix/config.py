@@ -336,6 +336,8 @@ def _unwritable(path: Path, key: str) -> str | None:
     if not probe.is_dir():
         return f"{key}: cannot create {path}: {probe} is a file, not a folder"
     if not os.access(probe, os.W_OK | os.X_OK):
+        if os.statvfs(probe).f_flag & os.ST_RDONLY:
+            return f"{key}: cannot write to {path}: {probe} is on a read-only file system"
         return f"{key}: cannot write to {path}: no write permission on {probe}"
     return None
 

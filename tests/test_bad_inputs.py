@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -178,12 +179,60 @@ def test_unwritable_output_folder_is_reported_before_training(tmp_path):
     assert result.returncode != 0
 
 
-def test_unwritable_output_folder_as_root_via_a_read_only_mount(tmp_path, train_in_process):
+def test_output_folder_blocked_by_a_file_is_reported(tmp_path, train_in_process):
     """A file where the run folder should be: nothing can be created there, whoever we are."""
     blocker = tmp_path / "blocked"
     blocker.write_text("not a folder")
     with pytest.raises(ConfigError, match=r"^hydra.run.dir: cannot write to"):
         train_in_process(["trainer.epochs=1"], blocker / "run")
+
+
+@pytest.fixture
+def small_mount(tmp_path):
+    """Mount a 1 MiB tmpfs (read-only with ``small_mount("ro")``); skip where mounting is refused."""
+    mounted: list[Path] = []
+
+    def mount(*options: str) -> Path:
+        point = tmp_path / f"mount{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", ",".join(["size=1m", *options]), "tmpfs", str(point)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=False)
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def test_read_only_file_system_is_reported_before_training(small_mount):
+    read_only = small_mount("ro")
+    result = cli([f"hydra.run.dir={read_only / 'run'}", "logger=none"])
+    assert result.returncode == 2
+    assert _error_lines(result.stderr) == [
+        f"error: hydra.run.dir: cannot write to {read_only / 'run'}: {read_only} is on a "
+        "read-only file system"
+    ], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_full_disk_is_reported_before_training(small_mount):
+    full = small_mount()
+    result = cli([f"hydra.run.dir={full / 'run'}", "logger=none"])
+    assert result.returncode == 2
+    (line,) = _error_lines(result.stderr)
+    assert line.startswith(f"error: hydra.run.dir: only 0 MiB free under {full / 'run'}; at least")
+    assert not (full / "run" / "checkpoints").exists()
+    assert not (full / "run" / "metrics.jsonl").exists()
 
 
 def test_bad_input_on_an_existing_run_loses_nothing(train_in_process, tmp_path):
