@@ -129,6 +129,11 @@ def test_cli_prints_one_line_and_exits_2_before_anything_runs(tmp_path, args, me
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
 
+def _error_lines(stderr: str) -> list[str]:
+    """The one-line errors a command printed (its ``error: KEY: ...`` lines)."""
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
 def test_missing_dataset_root_is_one_line(tmp_path):
     result = cli(
         [
@@ -139,7 +144,7 @@ def test_missing_dataset_root_is_one_line(tmp_path):
         ]
     )
     assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    lines = _error_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: dataset.root:"), result.stderr
     assert "dataset.download=true" in lines[0]
     assert "Traceback" not in result.stderr
@@ -152,7 +157,7 @@ def test_damaged_checkpoint_for_evaluation_is_one_line(tmp_path):
         ["eval_only=true", f"ckpt={bad}", f"hydra.run.dir={tmp_path / 'run'}", "logger=none"]
     )
     assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    errors = _error_lines(result.stderr)
     assert errors and errors[0].startswith(f"error: ckpt: {bad} is damaged"), result.stderr
     assert "Traceback" not in result.stderr
 
@@ -208,10 +213,6 @@ def small_mount(tmp_path):
     yield mount
     for point in mounted:
         subprocess.run(["umount", str(point)], check=False)
-
-
-def _error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
 def test_read_only_file_system_is_reported_before_training(small_mount):
