@@ -25,6 +25,7 @@ from typing import Any
 
 from dcutmix.errors import ConfigError
 from dcutmix.reference import find_paper_result
+from dcutmix.significance import Difference, baseline_differences
 from dcutmix.tracking import atomic_write_text, flatten_config
 
 # The order of dcutmix.mixing.MIXING_MODES, repeated here because that module imports torch.
@@ -115,6 +116,8 @@ class Row:
     runs: list[Run]
     stats: dict[str, Stat]
     paper_top1_err: float | None
+    # The headline metric's difference from the baseline row (see compare_with_baseline).
+    difference: Difference | None = None
 
     @property
     def n(self) -> int:
@@ -387,6 +390,28 @@ def summarise(
     return rows, problems
 
 
+def default_baseline(rows: Sequence[Row]) -> str:
+    """The mode rows are compared with: ``none`` when some row has it, else ``cutmix``."""
+    return "none" if any(row.settings.get("mode") == "none" for row in rows) else "cutmix"
+
+
+def compare_with_baseline(rows: Sequence[Row], baseline: str, best: bool = False) -> None:
+    """Set each row's headline difference from the ``baseline`` row with the same other settings.
+
+    "Other settings" leaves out the mixing block (mode, K, alpha, prob...), so a DCutMix row with
+    K=5 is compared with the CutMix row of the same dataset, model and schedule.
+    """
+    mixing = {key for row in rows for run in row.runs for key in (run.config.get("mixing") or {})}
+    read = _from_results(headline_metric(best))
+    groups = []
+    for row in rows:
+        others = tuple(sorted((k, v) for k, v in row.settings.items() if k not in mixing))
+        values = [value for value in map(read, row.runs) if value is not None]
+        groups.append((others, str(row.settings.get("mode")), values))
+    for row, difference in zip(rows, baseline_differences(groups, baseline), strict=True):
+        row.difference = difference
+
+
 def varying_settings(rows: Sequence[Row]) -> list[str]:
     """The settings whose value differs between rows, plus ``mode`` always, in display order."""
     keys = {key for row in rows for key in row.settings}
@@ -427,14 +452,32 @@ def headline_metric(best: bool) -> str:
     return "top1_err_best" if best else "top1_err_last"
 
 
+def _show_difference(difference: Difference | None) -> str:
+    if difference is None:
+        return "—"
+    mark = " *" if difference.excludes_zero else ""
+    return f"{difference.delta:+.2f} [{difference.low:+.2f}, {difference.high:+.2f}]{mark}"
+
+
 def markdown_table(
-    rows: Sequence[Row], best: bool = False, metrics: Sequence[Metric] = METRICS
+    rows: Sequence[Row],
+    best: bool = False,
+    metrics: Sequence[Metric] = METRICS,
+    baseline: str | None = None,
 ) -> str:
-    """The comparison table: varying settings, n, metric means (headline ± std), paper figure."""
+    """The comparison table: varying settings, n, metric means (headline ± std), paper figure.
+
+    With ``baseline``, and a difference on some row, a column gives each row's difference from
+    its baseline row with the 95% interval, marked ``*`` where the interval excludes 0.
+    """
     varying = varying_settings(rows)
     with_paper = any(row.paper_top1_err is not None for row in rows)
+    with_delta = baseline is not None and any(row.difference is not None for row in rows)
     header = [_HEADINGS.get(key, key) for key in varying] + ["n"] + [m.heading for m in metrics]
     numeric = [False] * len(varying) + [True] * (1 + len(metrics))
+    if with_delta:
+        header.append(f"Δ vs {baseline} (95% CI)")
+        numeric.append(True)
     if with_paper:
         header.append("paper top-1 err (%)")
         numeric.append(True)
@@ -445,10 +488,17 @@ def markdown_table(
             _show_stat(row.stats[m.name], m, spread=m.name == headline_metric(best))
             for m in metrics
         ]
+        if with_delta:
+            cells.append(_show_difference(row.difference))
         if with_paper:
             paper = row.paper_top1_err
             cells.append("—" if paper is None else _percent(paper))
         lines.append(cells)
+    return format_markdown_table(header, numeric, lines)
+
+
+def format_markdown_table(header: list[str], numeric: list[bool], lines: list[list[str]]) -> str:
+    """A Markdown table with padded columns, numeric ones right-aligned."""
     widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -501,6 +551,7 @@ def render_report(
     best: bool = False,
     sources: Sequence[str] = (),
     metrics: Sequence[Metric] = METRICS,
+    baseline: str | None = None,
 ) -> str:
     """The whole Markdown report: table, fixed settings, problem runs and links to plots."""
     sweeps = _sweep_names(rows)
@@ -522,7 +573,9 @@ def render_report(
                 "paper: the published top-1 error for the same dataset, model, mode, K and alpha, "
                 "trained with the authors' recipe (300 epochs)."
             )
-        parts.append(markdown_table(rows, best, metrics))
+        if baseline is not None and any(row.difference is not None for row in rows):
+            parts.append(significance_note(baseline, best))
+        parts.append(markdown_table(rows, best, metrics, baseline))
     else:
         parts.append("No run has completed yet.")
     note = excluded_note(problems)
@@ -536,20 +589,38 @@ def render_report(
     return "\n\n".join(parts) + "\n"
 
 
+def significance_note(baseline: str, best: bool) -> str:
+    """The sentence under the report's title that says what the Δ column holds."""
+    which = "best" if best else "last"
+    return (
+        f"Δ: top-1 error ({which} epoch) minus that of the `{baseline}` row with the same other "
+        "settings, in points, with its 95% confidence interval (Welch, over seeds); * marks an "
+        "interval that excludes 0. — where a side has fewer than 2 runs."
+    )
+
+
+SIGNIFICANCE_COLUMNS = ("delta_vs_baseline", "delta_ci95_low", "delta_ci95_high", "p_value")
+
+
 def results_csv(rows: Sequence[Row], metrics: Sequence[Metric] = METRICS) -> str:
-    """One line per configuration: varying settings, n, each metric's mean and std, paper figure."""
+    """One line per configuration: settings, n, metric means and stds, paper, baseline delta."""
     varying = varying_settings(rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     stat_columns = [f"{m.name}_{part}" for m in metrics for part in ("mean", "std")]
-    writer.writerow([*varying, "n", *stat_columns, "paper_top1_err"])
+    writer.writerow([*varying, "n", *stat_columns, "paper_top1_err", *SIGNIFICANCE_COLUMNS])
     for row in rows:
         stats = []
         for m in metrics:
             stat = row.stats[m.name]
             stats += [_csv_value(stat.mean), _csv_value(stat.std)]
         settings = [_csv_value(row.settings.get(key)) for key in varying]
-        writer.writerow([*settings, row.n, *stats, _csv_value(row.paper_top1_err)])
+        d = row.difference
+        significance = [d.delta, d.low, d.high, d.p_value] if d else [None] * 4
+        writer.writerow(
+            [*settings, row.n, *stats, _csv_value(row.paper_top1_err)]
+            + [_csv_value(value) for value in significance]
+        )
     return buffer.getvalue()
 
 
@@ -747,12 +818,40 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="headline the best epoch's top-1 error (as the paper's code does), not the last's",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="MODE",
+        help="the mixing mode each row is compared with (default: none when present, else cutmix)",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="put the tables of two sweeps (two PATHs) side by side",
+    )
     return parser
+
+
+def _argument_problem(args: argparse.Namespace) -> str | None:
+    if args.baseline is not None and args.baseline not in MODE_ORDER:
+        return (
+            f"--baseline: no mixing mode {args.baseline!r}; choose one of {', '.join(MODE_ORDER)}"
+        )
+    if args.compare and len(args.paths) != 2:
+        return f"--compare: give exactly two sweep folders to compare; got {len(args.paths)}"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the table and write the report files; 0 on a table, 1 without runs, 2 on bad input."""
     args = _parser().parse_args(argv)
+    problem = _argument_problem(args)
+    if problem:
+        print(f"dcutmix-report: {problem}", file=sys.stderr)
+        return 2
+    if args.compare:
+        from dcutmix.report_compare import compare_main
+
+        return compare_main(args.paths, args.baseline, args.best, args.out)
     try:
         runs = collect_runs(args.paths)
     except ConfigError as error:
@@ -763,13 +862,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     metrics = metrics_for(runs)
     rows, problems = summarise(runs, metrics)
+    baseline = args.baseline or default_baseline(rows)
+    compare_with_baseline(rows, baseline, args.best)
     out_dir = Path(args.out) if args.out else Path(args.paths[0])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         plots = draw_plots(rows, out_dir, args.best) if rows and not args.no_plots else []
         if rows and not args.no_plots and len(metrics) > len(METRICS):
             plots += _analysis_plots(rows, out_dir)
-        report = render_report(rows, problems, plots, args.best, args.paths, metrics)
+        report = render_report(rows, problems, plots, args.best, args.paths, metrics, baseline)
         atomic_write_text(out_dir / "report.md", report)
         atomic_write_text(out_dir / "results.csv", results_csv(rows, metrics))
     except OSError as error:

@@ -234,7 +234,7 @@ def test_results_csv_has_one_line_per_configuration(two_modes: Path, tmp_path: P
         "mode", "k", "alpha", "n",
         "top1_err_last_mean", "top1_err_last_std", "top1_err_best_mean", "top1_err_best_std",
         "top5_err_last_mean", "top5_err_last_std", "wall_seconds_mean", "wall_seconds_std",
-        "paper_top1_err",
+        "paper_top1_err", "delta_vs_baseline", "delta_ci95_low", "delta_ci95_high", "p_value",
     ]  # fmt: skip
     assert [(line["mode"], line["k"], line["n"]) for line in lines] == [
         ("cutmix", "2", "2"),
