@@ -36,6 +36,7 @@ from dcutmix.config import (
 from dcutmix.engine import Diverged, Engine, EpochState, LRSchedule
 from dcutmix.errors import ConfigError
 from dcutmix.mixing import build_mixer
+from dcutmix.runlock import RunFolderLocked, hold_run_folder
 
 MIN_FREE_BYTES = 64 * 2**20
 _exit_code = 0
@@ -259,7 +260,9 @@ def train_run(cfg: DictConfig, run_dir: Path) -> int:
     dist = Distributed()
     device = dist.start(resolve_device(cfg.trainer.device))
     try:
-        code = _train_run(cfg, dist.share(run_dir), dist, device)
+        run_dir = dist.share(run_dir)
+        with hold_run_folder(run_dir, dist.is_main, dist.share):
+            code = _train_run(cfg, run_dir, dist, device)
         dist.finish()
         return code
     finally:
@@ -737,6 +740,10 @@ def task(cfg: DictConfig) -> int:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         code = train_run(cfg, run_dir)
+    except RunFolderLocked as error:
+        # The folder is another process's: say so and leave everything in it as it is.
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        code = 2
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         _record_failure(run_dir, cfg, str(error))
