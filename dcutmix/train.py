@@ -505,6 +505,7 @@ def _train_run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.
                     logger.log_epoch(row)
                 results.update(
                     epochs_completed=epoch,
+                    bad_images=data.bad_images,
                     **_errors_summary(history),
                     wall_seconds=wall_before + time.perf_counter() - started,
                 )

@@ -36,6 +36,12 @@ class DataBundle:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
+    @property
+    def bad_images(self) -> int:
+        """How many damaged image files the loaders have skipped so far (train and val)."""
+        found = {**getattr(self.train, "bad_files", {}), **getattr(self.val, "bad_files", {})}
+        return len(found)
+
 
 class _InMemory(NamedTuple):
     """A whole dataset as uint8 (N, C, H, W) images and int64 labels, ready for either loader."""
@@ -209,26 +215,17 @@ def _folder_bundle(
     num_workers: int,
     common: dict[str, Any],
 ) -> DataBundle:
-    root = settings.root
-    for split in ("train", "val"):
-        if not (root / split).is_dir():
-            raise ConfigError(
-                f"dataset.root: {root} has no {split}/ folder; point it at a folder with train/ and "
-                f"val/, each holding one folder of images per class"
-            )
-    train_transform, val_transform = _folder_transforms(settings)
-    try:
-        from torchvision import datasets
+    from dcutmix.data.check import check_layout, refuse_bad_images
 
-        train = datasets.ImageFolder(str(root / "train"), train_transform)
-        val = datasets.ImageFolder(str(root / "val"), val_transform)
-    except FileNotFoundError as error:
-        raise ConfigError(f"dataset.root: {error}") from None
-    if val.classes != train.classes:
-        raise ConfigError(
-            f"dataset.root: {root}/val has classes {val.classes} but {root}/train has "
-            f"{train.classes}; both need the same class folders"
-        )
+    root = settings.root
+    check_layout(root)
+    if settings.bad_images == "fail":
+        refuse_bad_images(root)
+    train_transform, val_transform = _folder_transforms(settings)
+    from dcutmix.data.folders import SkippingImageFolder
+
+    train = SkippingImageFolder(str(root / "train"), train_transform)
+    val = SkippingImageFolder(str(root / "val"), val_transform)
     _check_train_size(settings, len(train), batch_size)
     common["num_workers"] = num_workers
     return DataBundle(

@@ -8,15 +8,16 @@ transforms and workers, for data that does not fit in memory. Both yield
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from dcutmix.engine import derived_seed
 
@@ -32,6 +33,20 @@ class Loader(Protocol):
     def __len__(self) -> int: ...
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]: ...
+
+
+class BadSample(NamedTuple):
+    """What a dataset returns for a file it cannot decode, in place of an (image, label) pair."""
+
+    path: str
+    reason: str
+
+
+def _collate_skipping_bad(items: list[Any]) -> tuple[Any, list[BadSample]]:
+    """The batch of the samples that decoded (None when none did), and the ones that did not."""
+    bad = [item for item in items if isinstance(item, BadSample)]
+    good = [item for item in items if not isinstance(item, BadSample)]
+    return (default_collate(good) if good else None), bad
 
 
 class _EpochBatches:
@@ -219,6 +234,18 @@ class TorchLoader(_EpochBatches):
         self.seed = seed
         self.num_workers = num_workers
         self.channels_last = channels_last
+        # Damaged files met so far, with why; each is named once, however often it is met.
+        self.bad_files: dict[str, str] = {}
+
+    def _note_bad(self, bad: list[BadSample]) -> None:
+        for sample in bad:
+            if sample.path not in self.bad_files:
+                self.bad_files[sample.path] = sample.reason
+                print(
+                    f"[dcutmix] warning: skipping damaged image {sample.path} ({sample.reason})",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     def _batches(self, epoch: int, start_step: int) -> Iterator[Batch]:
         generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch))
@@ -237,11 +264,25 @@ class TorchLoader(_EpochBatches):
             pin_memory=self.device.type == "cuda",
             # DataLoader draws its workers' base seed from this, not from the global generator
             generator=torch.Generator().manual_seed(0),
+            collate_fn=_collate_skipping_bad,
         )
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        for images, labels in loader:
+        skipped = 0
+        for batch, bad in loader:
+            self._note_bad(bad)
+            skipped += len(bad)
+            if batch is None:
+                continue
+            images, labels = batch
             images = images.to(self.device, non_blocking=True, memory_format=memory_format)
             yield images, labels.to(self.device, non_blocking=True)
+        if skipped:
+            print(
+                f"[dcutmix] epoch {epoch}: skipped {skipped} damaged image"
+                f"{'s' if skipped > 1 else ''} of the {self.size - start} read",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 class ArrayImageDataset(Dataset):

@@ -49,6 +49,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         "drop_last": True,
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
+        "bad_images": "skip",
     },
     "fake": {
         "num_train": 1024,
@@ -86,6 +87,7 @@ class DatasetSettings:
     num_val: int = 0
     num_classes: int = 0
     channels: int = 3
+    bad_images: str = "skip"
 
 
 def _is_number(value: Any) -> bool:
@@ -134,6 +136,18 @@ def _size(key: str, value: Any) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
+BAD_IMAGES_CHOICES = ("skip", "fail")
+
+
+def _bad_images(key: str, value: Any) -> str:
+    if value not in BAD_IMAGES_CHOICES:
+        raise ConfigError(
+            f"dataset.{key}: {value!r} is not a choice; use skip (warn and leave damaged images "
+            "out) or fail (check every image first and refuse to train when one is damaged)"
+        )
+    return value
+
+
 def _root(key: str, value: Any) -> Path | None:
     if value is not None and not isinstance(value, (str, Path)):
         raise ConfigError(f"dataset.{key}: {value!r} must be a folder path")
@@ -155,6 +169,7 @@ _READERS: dict[str, Callable[[str, Any], Any]] = {
     "num_val": _whole(1),
     "num_classes": _whole(1),
     "channels": _whole(1),
+    "bad_images": _bad_images,
 }
 
 
