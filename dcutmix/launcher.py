@@ -18,6 +18,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -30,10 +31,12 @@ from hydra.core.config_loader import ConfigLoader
 from hydra.core.utils import JobReturn
 from hydra.types import HydraContext
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
+from submitit.core.utils import FailedJobError
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
 import dcutmix
 from dcutmix.errors import ConfigError
+from dcutmix.slurm_pending import PendingCheck, UnsatisfiableJobs, refused_submission
 from dcutmix.tracking import atomic_write_json, git_revision
 
 log = logging.getLogger(__name__)
@@ -151,7 +154,20 @@ PASSING_STATES = frozenset(
 )
 
 
-class QueueWatcher(SlurmInfoWatcher):
+class PendingAwareWatcher(SlurmInfoWatcher):
+    """submitit's sacct watcher, which also reads why pending jobs wait (see PendingCheck)."""
+
+    pending_check: PendingCheck | None = None
+
+    def update(self) -> None:
+        """Update job states; then, every few seconds, look for jobs that can never start."""
+        super().update()
+        check = self.pending_check
+        if check is not None and check.due():
+            check.check(self._registered - self._finished)
+
+
+class QueueWatcher(PendingAwareWatcher):
     """Follows Slurm job states with squeue, for clusters where sacct has no accounting to read.
 
     A job that has left squeue's list is reported as ``LEFT_QUEUE``, which submitit takes as
@@ -255,6 +271,11 @@ class FrozenCodeMixin:
 class FrozenSlurmLauncher(FrozenCodeMixin, SlurmLauncher):
     """hydra-submitit-launcher's Slurm launcher, running each job from the sweep's frozen code."""
 
+    def __init__(self, **params: Any) -> None:
+        # dcutmix's own key: not an sbatch parameter, so submitit must not see it.
+        self.wait_on_unsatisfiable = bool(params.pop("wait_on_unsatisfiable", False))
+        super().__init__(**params)
+
     def _default_setup(self) -> list[str]:
         # Logs reach the .submitit/ files as they are written, and torch uses the cores Slurm gave
         # the task rather than every core of the node (2-task CPU DDP on 2 cores ran 30x slower).
@@ -274,7 +295,32 @@ class FrozenSlurmLauncher(FrozenCodeMixin, SlurmLauncher):
             # for forever, so squeue takes over for this process.
             SlurmJob.watcher = QueueWatcher(delay_s=60)
             log.info("no Slurm job accounting here (%s): following job states with squeue", reason)
-        return super().launch(job_overrides, initial_job_idx)
+        elif not reason and not isinstance(SlurmJob.watcher, PendingAwareWatcher):
+            SlurmJob.watcher = PendingAwareWatcher(delay_s=60)
+        SlurmJob.watcher.pending_check = PendingCheck(wait=self.wait_on_unsatisfiable)
+        try:
+            return super().launch(job_overrides, initial_job_idx)
+        except FailedJobError as error:
+            # sbatch refused the request outright (a GPU of a partition without any, say).
+            _end_sweep([refused_submission(str(error), self.params, self.params.get("partition"))])
+        except UnsatisfiableJobs as error:
+            _end_sweep(
+                [
+                    *error.lines,
+                    f"cancelled {len(error.lines)} job{'s' if len(error.lines) > 1 else ''} that "
+                    "could never start; fit hydra.launcher.cpus_per_task, mem_gb, gpus_per_node, "
+                    "timeout_min or partition to the cluster (or set "
+                    "hydra.launcher.wait_on_unsatisfiable=true to wait for a change)",
+                ]
+            )
+
+
+def _end_sweep(lines: list[str]) -> None:
+    """Print why the sweep cannot go on, one line each, and end it with exit status 2."""
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr, flush=True)
+    # SystemExit passes through Hydra's error report, which would add a traceback.
+    raise SystemExit(2)
 
 
 class FrozenLocalLauncher(FrozenCodeMixin, LocalLauncher):

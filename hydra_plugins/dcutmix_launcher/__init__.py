@@ -4,6 +4,11 @@ Hydra instantiates launchers only from the ``hydra_plugins`` namespace package, 
 ``conf/hydra/launcher/`` name these classes; the work is done in ``dcutmix.launcher``.
 """
 
+from dataclasses import dataclass
+
+from hydra.core.config_store import ConfigStore
+from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+
 from dcutmix import launcher
 
 
@@ -13,3 +18,18 @@ class FrozenSlurmLauncher(launcher.FrozenSlurmLauncher):
 
 class FrozenLocalLauncher(launcher.FrozenLocalLauncher):
     """Local sweeps from frozen code, as many jobs at once as cores allow; see dcutmix.launcher."""
+
+
+@dataclass
+class DcutmixSlurmConf(SlurmQueueConf):
+    """hydra-submitit-launcher's Slurm settings and dcutmix's own."""
+
+    _target_: str = "hydra_plugins.dcutmix_launcher.FrozenSlurmLauncher"
+    # Keep waiting on jobs whose pending reason cannot clear (a reminder every 10 minutes)
+    # instead of cancelling them and ending the sweep.
+    wait_on_unsatisfiable: bool = False
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher", name="dcutmix_slurm", node=DcutmixSlurmConf, provider="dcutmix"
+)
