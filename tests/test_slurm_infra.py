@@ -33,7 +33,7 @@ from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.plugins import Plugins
 from hydra.utils import get_class
-from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
+from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
 from omegaconf import OmegaConf
 
@@ -46,6 +46,7 @@ from dcutmix.launcher import (
     sacct_unavailable,
     snapshot_code,
 )
+from hydra_plugins.dcutmix_launcher import DcutmixSlurmConf
 
 PROBE_APP = textwrap.dedent(
     """
@@ -123,8 +124,8 @@ def compose_launcher(conf_dir: Path, launcher: str, overrides: tuple[str, ...] =
 @pytest.mark.parametrize(
     ("preset", "schema", "base"),
     [
-        ("slurm", SlurmQueueConf, SlurmLauncher),
-        ("slurm_ddp", SlurmQueueConf, SlurmLauncher),
+        ("slurm", DcutmixSlurmConf, SlurmLauncher),
+        ("slurm_ddp", DcutmixSlurmConf, SlurmLauncher),
         ("local", LocalQueueConf, LocalLauncher),
     ],
 )
