@@ -8,8 +8,9 @@ every ``HEARTBEAT_S`` seconds.
 
 A lock left behind is taken over when its holder is known to be dead: on the same host when its
 pid is gone (or now belongs to a process started at another time), so a requeued Slurm job on
-the same node takes over at once; from another host when its heartbeat is older than
-``STALE_AFTER_S``, as a lost node cannot be asked.
+the same node takes over at once; when it was the same Slurm job (which Slurm runs once at a
+time, so it is a requeued job's earlier run, wherever it ran); from another host when its
+heartbeat is older than ``STALE_AFTER_S``, as a lost node cannot be asked.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class Holder:
     token: str
     since: float
     heartbeat: float
+    slurm_job: str | None = None
 
     @classmethod
     def read(cls, path: Path) -> Holder | None:
@@ -87,6 +89,7 @@ class Holder:
                 token=str(data["token"]),
                 since=float(data["since"]),
                 heartbeat=float(data["heartbeat"]),
+                slurm_job=data.get("slurm_job"),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -99,12 +102,16 @@ class Holder:
             "token": self.token,
             "since": self.since,
             "heartbeat": self.heartbeat,
+            "slurm_job": self.slurm_job,
             "since_utc": _utc(self.since),
             "heartbeat_utc": _utc(self.heartbeat),
         }
 
     def dead_because(self, stale_after_s: float, now: float) -> str | None:
         """Why this holder is known to be dead, or None while it may still be running."""
+        if self.slurm_job is not None and self.slurm_job == slurm_job_id():
+            # Slurm runs one instance of a job at a time: the holder was this job before a requeue.
+            return f"it was Slurm job {self.slurm_job} before its requeue"
         if self.host == socket.gethostname():
             if not pid_alive(self.pid):
                 return f"pid {self.pid} is gone"
@@ -116,6 +123,14 @@ class Holder:
         if silent > stale_after_s:
             return f"no heartbeat for {silent:.0f} s (more than {stale_after_s:.0f} s)"
         return None
+
+
+def slurm_job_id() -> str | None:
+    """This process's Slurm job (``array_task`` for an array task), or None outside Slurm."""
+    env = os.environ
+    if "SLURM_ARRAY_JOB_ID" in env and "SLURM_ARRAY_TASK_ID" in env:
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID")
 
 
 def _utc(seconds: float) -> str:
@@ -143,7 +158,13 @@ class RunLock:
     def _me(self, since: float) -> Holder:
         pid = os.getpid()
         return Holder(
-            socket.gethostname(), pid, process_start_ticks(pid), self.token, since, time.time()
+            socket.gethostname(),
+            pid,
+            process_start_ticks(pid),
+            self.token,
+            since,
+            time.time(),
+            slurm_job_id(),
         )
 
     def _write_private(self, holder: Holder) -> Path:

@@ -93,6 +93,20 @@ def test_lock_of_another_host_is_kept_while_its_heartbeat_is_fresh(tmp_path):
     assert not (tmp_path / LOCK_NAME).exists()
 
 
+def test_a_requeued_slurm_job_takes_over_its_earlier_run_on_another_node(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    write_lock(tmp_path, host="node-elsewhere", pid=1, slurm_job="77_4")
+    with pytest.raises(RunFolderLocked):
+        RunLock(tmp_path).acquire()
+    write_lock(tmp_path, host="node-elsewhere", pid=1, slurm_job="77_3")
+    lock = RunLock(tmp_path)
+    lock.acquire()
+    assert "it was Slurm job 77_3 before its requeue" in lock.took_over
+    assert Holder.read(lock.path).slurm_job == "77_3"
+    lock.release()
+
+
 def test_a_reused_pid_on_this_host_does_not_keep_a_dead_lock(tmp_path):
     # This very process is alive, but it started at another time than the lock records.
     ticks = process_start_ticks(os.getpid())
