@@ -39,6 +39,8 @@ _PER_JOB_LIMIT = re.compile(r"^(QOS|Assoc)Max\w*Per(Job|Node)\w*$")
 NODE_NOT_AVAILABLE = "ReqNodeNotAvail"
 _USABLE_NODE_STATES = ("IDLE", "MIXED", "ALLOCATED", "COMPLETING", "PLANNED")
 CHECK_EVERY_S = 5.0
+# Once a sweep waits on reported jobs, the controller need not be asked as often.
+WAITING_CHECK_EVERY_S = 60.0
 REMIND_EVERY_S = 600.0
 SQUEUE_FORMAT = "%i|%r|%P|%C|%m|%b|%l|%D"
 
@@ -192,7 +194,9 @@ class PendingCheck:
         self._reported: set[str] = set()
 
     def due(self) -> bool:
-        return time.monotonic() - self._last_check >= CHECK_EVERY_S
+        """Whether it is time to look again: often until jobs were reported, then once a minute."""
+        every = CHECK_EVERY_S if not self._reported else WAITING_CHECK_EVERY_S
+        return time.monotonic() - self._last_check >= every
 
     def check(self, job_ids: Iterable[str]) -> None:
         """Look at the pending ones among ``job_ids``; cancel and raise, or remind, as set."""
