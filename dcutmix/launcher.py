@@ -301,7 +301,10 @@ class FrozenSlurmLauncher(FrozenCodeMixin, SlurmLauncher):
         try:
             return super().launch(job_overrides, initial_job_idx)
         except FailedJobError as error:
-            # sbatch refused the request outright (a GPU of a partition without any, say).
+            # submitit raises this type for jobs that crashed too; only sbatch's own refusal (a GPU
+            # of a partition without any, say) is a request to explain.
+            if "sbatch: error" not in str(error):
+                raise
             _end_sweep([refused_submission(str(error), self.params, self.params.get("partition"))])
         except UnsatisfiableJobs as error:
             _end_sweep(
