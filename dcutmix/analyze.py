@@ -44,8 +44,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dcutmix.errors import ConfigError
-from dcutmix.tracking import atomic_write_json, read_json
+from dcutmix.errors import InputError
+from dcutmix.files import atomic_write_json, read_json
 
 if TYPE_CHECKING:
     import torch
@@ -148,7 +148,7 @@ def evaluate_with_fgsm(
         if tick is not None:
             tick()
     if not per_image["nll"]:
-        raise ConfigError("--max-images: the validation set yielded no images to analyse")
+        raise InputError("--max-images", "the validation set yielded no images to analyse")
     # One copy to the CPU at the end, so the device is never waited on per batch.
     outcome = {key: torch.cat(parts).cpu() for key, parts in per_image.items()}
     return Evaluation(
@@ -350,15 +350,16 @@ def find_runs(paths: Iterable[Path | str]) -> list[Path]:
         path = Path(raw).expanduser()
         if not path.is_dir():
             problem = "does not exist" if not path.exists() else "is not a folder"
-            raise ConfigError(f"PATH: {raw} {problem}; give run folders or sweep folders")
+            raise InputError("PATH", f"{raw} {problem}; give run folders or sweep folders")
         if _is_run(path):
             runs[path] = None
             continue
         found = {p.parent for p in path.rglob("results.json")}
         found |= {p.parent.parent for p in path.rglob("config.yaml") if p.parent.name == ".hydra"}
         if not found:
-            raise ConfigError(
-                f"PATH: {raw} holds no run folders (folders with results.json or .hydra/config.yaml)"
+            raise InputError(
+                "PATH",
+                f"{raw} holds no run folders (folders with results.json or .hydra/config.yaml)",
             )
         runs.update(dict.fromkeys(sorted(found)))
     return list(runs)
@@ -372,21 +373,21 @@ def check_options(
     sigmas: Sequence[float],
     batch_size: int | None,
 ) -> None:
-    """Raise ConfigError, naming the option, for a setting no analysis can use."""
+    """Raise InputError, naming the option, for a setting no analysis can use."""
     if checkpoint not in CHECKPOINTS:
-        raise ConfigError(f"--checkpoint: {checkpoint!r} is not valid; use last or best")
+        raise InputError("--checkpoint", f"{checkpoint!r} is not valid; use last or best")
     if max_images is not None and max_images < 1:
-        raise ConfigError(
-            f"--max-images: {max_images} is not valid; use a whole number >= 1 or all"
+        raise InputError(
+            "--max-images", f"{max_images} is not valid; use a whole number >= 1 or all"
         )
     if directions < 1:
-        raise ConfigError(f"--directions: {directions} is not valid; use a whole number >= 1")
+        raise InputError("--directions", f"{directions} is not valid; use a whole number >= 1")
     if not sigmas or any(not math.isfinite(s) or s < 0 for s in sigmas):
-        raise ConfigError(
-            f"--sigmas: {list(sigmas)} is not valid; give finite values >= 0, e.g. 0,0.002,0.004"
+        raise InputError(
+            "--sigmas", f"{list(sigmas)} is not valid; give finite values >= 0, e.g. 0,0.002,0.004"
         )
     if batch_size is not None and batch_size < 1:
-        raise ConfigError(f"--batch-size: {batch_size} is not valid; use a whole number >= 1")
+        raise InputError("--batch-size", f"{batch_size} is not valid; use a whole number >= 1")
 
 
 def _settings(
@@ -461,8 +462,8 @@ def _load_run(run_dir: Path, checkpoint: str, device: torch.device, batch_size: 
         trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     except Exception as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(
-            f"{config_path}: cannot read the dataset, model and trainer settings ({first})"
+        raise InputError(
+            f"{config_path}", f"cannot read the dataset, model and trainer settings ({first})"
         ) from None
     # The run's own seed: a dataset may draw its validation split from it.
     data = build_data(
@@ -482,8 +483,8 @@ def _load_run(run_dir: Path, checkpoint: str, device: torch.device, batch_size: 
         model.load_state_dict(ckpt_io.extract_model_state(state))
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0]
-        raise ConfigError(
-            f"ckpt: {path} does not fit model {name} of .hydra/config.yaml ({first})"
+        raise InputError(
+            "ckpt", f"{path} does not fit model {name} of .hydra/config.yaml ({first})"
         ) from None
     model.to(device)
     record = {"kind": checkpoint, "file": f"checkpoints/{path.name}", "epoch": state.get("epoch")}
@@ -520,7 +521,7 @@ def analyze_run(
     run_dir = Path(run_dir)
     reason = skip_reason(run_dir, checkpoint)
     if reason is not None:
-        raise ConfigError(f"PATH: {run_dir} cannot be analysed: {reason}")
+        raise InputError("PATH", f"{run_dir} cannot be analysed: {reason}")
     stamp = _checkpoint_stamp(_checkpoint_path(run_dir, checkpoint))
     started = time.perf_counter()
     device = torch.device(device)
@@ -755,10 +756,11 @@ def plot_analyses(runs_by_mode: dict[str, list[Path]], out_dir: Path) -> list[Pa
 
 
 class _Parser(argparse.ArgumentParser):
-    """Argument errors as one ConfigError line instead of usage text."""
+    """Argument errors as one InputError line instead of usage text."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(message)
+        # argparse words its own messages; the legacy one-string form keys them on their prefix.
+        raise InputError(message)
 
 
 def _max_images(text: str) -> int | None:
@@ -830,10 +832,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             device = resolve_device(args.device)
-        except ConfigError as error:  # its message names the training key
-            raise ConfigError(str(error).replace("trainer.device", "--device", 1)) from None
+        except InputError as error:  # its message names the training key
+            raise InputError("--device", error.message) from None
         runs = find_runs(args.paths)
-    except ConfigError as error:
+    except InputError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
 
@@ -860,7 +862,7 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 device=device,
             )
-        except ConfigError as error:
+        except InputError as error:
             _log(f"error: {run_dir}: {error}")
             failed += 1
             continue

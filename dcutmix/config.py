@@ -3,7 +3,7 @@
 The schema is registered with Hydra's ConfigStore as ``train_schema`` and sits first in
 ``conf/train.yaml``'s defaults list, so a misspelled key or a value of the wrong type fails at
 composition, naming the key. ``validate`` then checks what types cannot express (ranges, files,
-devices), each failure one ``ConfigError`` line.
+devices), each failure one ``InputError`` line.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from dcutmix.errors import ConfigError
+from dcutmix.errors import InputError
 from dcutmix.mixing import MIXING_MODES, build_mixer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -167,21 +167,23 @@ def resolve_device(requested: str) -> torch.device:
     try:
         device = torch.device(requested)
     except RuntimeError:
-        raise ConfigError(
-            f"trainer.device: {requested!r} is not a device; use auto, cpu, cuda or cuda:N"
+        raise InputError(
+            "trainer.device", f"{requested!r} is not a device; use auto, cpu, cuda or cuda:N"
         ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(
-                "trainer.device: cuda was requested but CUDA is not available here; use auto or cpu"
+            raise InputError(
+                "trainer.device",
+                "cuda was requested but CUDA is not available here; use auto or cpu",
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"trainer.device: {requested} does not exist; this machine has {torch.cuda.device_count()} GPU(s)"
+            raise InputError(
+                "trainer.device",
+                f"{requested} does not exist; this machine has {torch.cuda.device_count()} GPU(s)",
             )
     elif device.type not in ("cpu", "mps"):
-        raise ConfigError(
-            f"trainer.device: {requested!r} is not supported; use auto, cpu, cuda or cuda:N"
+        raise InputError(
+            "trainer.device", f"{requested!r} is not supported; use auto, cpu, cuda or cuda:N"
         )
     return device
 
@@ -195,94 +197,100 @@ def resolve_milestones(milestones: list[float], epochs: int) -> list[int]:
         elif m >= 1 and float(m).is_integer():
             resolved.append(int(m))
         else:
-            raise ConfigError(
-                f"scheduler.milestones: {m} is neither a fraction in (0, 1) nor a whole epoch >= 1"
+            raise InputError(
+                "scheduler.milestones",
+                f"{m} is neither a fraction in (0, 1) nor a whole epoch >= 1",
             )
     for epoch in resolved:
         if epoch > epochs:
-            raise ConfigError(
-                f"scheduler.milestones: epoch {epoch} is after the run's last epoch ({epochs}); "
-                "use fractions such as 0.75 or epochs <= trainer.epochs"
+            raise InputError(
+                "scheduler.milestones",
+                f"epoch {epoch} is after the run's last epoch ({epochs}); "
+                "use fractions such as 0.75 or epochs <= trainer.epochs",
             )
     return sorted(resolved)
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check what the schema's types cannot; raise ConfigError naming the first bad key."""
+    """Check what the schema's types cannot; raise InputError naming the first bad key."""
     t = cfg.trainer
     if t.epochs < 1:
-        raise ConfigError(f"trainer.epochs: must be >= 1, got {t.epochs}")
+        raise InputError("trainer.epochs", f"must be >= 1, got {t.epochs}")
     if t.batch_size < 1:
-        raise ConfigError(f"trainer.batch_size: must be >= 1, got {t.batch_size}")
+        raise InputError("trainer.batch_size", f"must be >= 1, got {t.batch_size}")
     for key in ("eval_batch_size", "limit_train_batches", "limit_val_batches"):
         value = t[key]
         if value is not None and value < 1:
-            raise ConfigError(f"trainer.{key}: must be >= 1 or null, got {value}")
+            raise InputError(f"trainer.{key}", f"must be >= 1 or null, got {value}")
     for key in ("eval_every", "log_every"):
         if t[key] < 1:
-            raise ConfigError(f"trainer.{key}: must be >= 1, got {t[key]}")
+            raise InputError(f"trainer.{key}", f"must be >= 1, got {t[key]}")
     if t.num_workers < 0:
-        raise ConfigError(f"trainer.num_workers: must be >= 0, got {t.num_workers}")
+        raise InputError("trainer.num_workers", f"must be >= 0, got {t.num_workers}")
     if t.amp not in AMP_MODES:
-        raise ConfigError(f"trainer.amp: {t.amp!r} is not one of {', '.join(AMP_MODES)}")
+        raise InputError("trainer.amp", f"{t.amp!r} is not one of {', '.join(AMP_MODES)}")
     if t.on_nonfinite not in NONFINITE_POLICIES:
-        raise ConfigError(
-            f"trainer.on_nonfinite: {t.on_nonfinite!r} is not one of {', '.join(NONFINITE_POLICIES)}"
+        raise InputError(
+            "trainer.on_nonfinite",
+            f"{t.on_nonfinite!r} is not one of {', '.join(NONFINITE_POLICIES)}",
         )
     if not 0.0 <= t.label_smoothing < 1.0:
-        raise ConfigError(f"trainer.label_smoothing: must be in [0, 1), got {t.label_smoothing}")
+        raise InputError("trainer.label_smoothing", f"must be in [0, 1), got {t.label_smoothing}")
     device = resolve_device(t.device)
     if t.amp == "fp16" and device.type != "cuda":
-        raise ConfigError("trainer.amp: fp16 needs a CUDA device; use auto, off or bf16")
+        raise InputError("trainer.amp", "fp16 needs a CUDA device; use auto, off or bf16")
 
     m = cfg.mixing
     if m.mode not in MIXING_MODES:
-        raise ConfigError(f"mixing.mode: {m.mode!r} is not one of {', '.join(MIXING_MODES)}")
+        raise InputError("mixing.mode", f"{m.mode!r} is not one of {', '.join(MIXING_MODES)}")
     try:
         build_mixer(
             m.mode, num_classes=2, k=m.k, alpha=m.alpha, prob=m.prob, per_sample=m.per_sample
         )
     except ValueError as error:
-        raise ConfigError(f"mixing.{error}") from None
+        # The mixing library (torch only) raises ValueError("k: ..."); it names its argument first.
+        key, _, why = str(error).partition(": ")
+        raise InputError(f"mixing.{key}", why) from None
 
     o = cfg.optimizer
     if o.name not in OPTIMIZERS:
-        raise ConfigError(f"optimizer.name: {o.name!r} is not one of {', '.join(OPTIMIZERS)}")
+        raise InputError("optimizer.name", f"{o.name!r} is not one of {', '.join(OPTIMIZERS)}")
     if not (o.lr > 0 and math.isfinite(o.lr)):
-        raise ConfigError(f"optimizer.lr: must be a finite number > 0, got {o.lr}")
+        raise InputError("optimizer.lr", f"must be a finite number > 0, got {o.lr}")
     if o.weight_decay < 0:
-        raise ConfigError(f"optimizer.weight_decay: must be >= 0, got {o.weight_decay}")
+        raise InputError("optimizer.weight_decay", f"must be >= 0, got {o.weight_decay}")
     if not 0 <= o.momentum < 1:
-        raise ConfigError(f"optimizer.momentum: must be in [0, 1), got {o.momentum}")
+        raise InputError("optimizer.momentum", f"must be in [0, 1), got {o.momentum}")
 
     s = cfg.scheduler
     if s.name not in SCHEDULERS:
-        raise ConfigError(f"scheduler.name: {s.name!r} is not one of {', '.join(SCHEDULERS)}")
+        raise InputError("scheduler.name", f"{s.name!r} is not one of {', '.join(SCHEDULERS)}")
     if s.name == "multistep":
         resolve_milestones(list(s.milestones), t.epochs)
     if not 0 <= s.warmup_epochs < t.epochs:
-        raise ConfigError(
-            f"scheduler.warmup_epochs: must be in [0, trainer.epochs={t.epochs}), got {s.warmup_epochs}"
+        raise InputError(
+            "scheduler.warmup_epochs",
+            f"must be in [0, trainer.epochs={t.epochs}), got {s.warmup_epochs}",
         )
     if not 0 < s.gamma <= 1:
-        raise ConfigError(f"scheduler.gamma: must be in (0, 1], got {s.gamma}")
+        raise InputError("scheduler.gamma", f"must be in (0, 1], got {s.gamma}")
 
     from dcutmix.data import parse_dataset
 
     parse_dataset(OmegaConf.to_container(cfg.dataset, resolve=True))
     if cfg.logger.name not in ("wandb", "none"):
-        raise ConfigError(f"logger.name: {cfg.logger.name!r} is not one of wandb, none")
+        raise InputError("logger.name", f"{cfg.logger.name!r} is not one of wandb, none")
     if cfg.eval_only and not cfg.ckpt:
-        raise ConfigError("ckpt: eval_only=true needs ckpt=PATH to a checkpoint file")
+        raise InputError("ckpt", "eval_only=true needs ckpt=PATH to a checkpoint file")
     if cfg.ckpt:
         path = Path(cfg.ckpt).expanduser()
         if not path.is_file():
-            raise ConfigError(f"ckpt: {path} is not a file; give the path of a .pt checkpoint")
+            raise InputError("ckpt", f"{path} is not a file; give the path of a .pt checkpoint")
         try:
             with path.open("rb"):
                 pass
         except OSError as error:
-            raise ConfigError(f"ckpt: {path} cannot be read ({error.strerror})") from None
+            raise InputError("ckpt", f"{path} cannot be read ({error.strerror})") from None
 
 
 def explain_composition_error(error: BaseException) -> str:
@@ -392,7 +400,7 @@ def precheck(overrides: list[str]) -> str | None:
             for point in points:
                 cfg = compose("train", overrides=point)
                 validate(cfg)
-    except ConfigError as error:
+    except InputError as error:
         return str(error)
     except Exception as error:
         return explain_composition_error(error)

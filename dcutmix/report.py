@@ -23,9 +23,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from dcutmix.errors import ConfigError
+from dcutmix.errors import InputError
 from dcutmix.reference import find_paper_result
-from dcutmix.tracking import atomic_write_text, flatten_config
+from dcutmix.files import atomic_save_figure, atomic_write_text
+from dcutmix.tracking import flatten_config
 
 # The order of dcutmix.mixing.MIXING_MODES, repeated here because that module imports torch.
 MODE_ORDER = ("none", "mixup", "cutmix", "naive_mixup", "naive_cutmix", "dmixup", "dcutmix")
@@ -278,12 +279,13 @@ def collect_runs(paths: Iterable[str | os.PathLike[str]], now: datetime | None =
     for given in paths:
         root = Path(given)
         if not root.exists():
-            raise ConfigError(
-                f"PATH: {given} does not exist; pass a sweep or run folder written by dcutmix-train"
+            raise InputError(
+                "PATH",
+                f"{given} does not exist; pass a sweep or run folder written by dcutmix-train",
             )
         if not root.is_dir():
-            raise ConfigError(
-                f"PATH: {given} is not a folder; pass a sweep or run folder from dcutmix-train"
+            raise InputError(
+                "PATH", f"{given} is not a folder; pass a sweep or run folder from dcutmix-train"
             )
         for folder in _run_folders(root):
             real = folder.resolve()
@@ -755,7 +757,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         runs = collect_runs(args.paths)
-    except ConfigError as error:
+    except InputError as error:
         print(f"dcutmix-report: {error}", file=sys.stderr)
         return 2
     if not runs:

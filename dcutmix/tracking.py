@@ -1,4 +1,4 @@
-"""What a run records: crash-safe writes of its files, and its Weights & Biases run.
+"""What a run records in Weights & Biases, and the code revision it ran.
 
 Nothing here knows Hydra. Nothing about W&B may cost a training run: every failure of wandb
 turns into one warning line and a logger that does nothing.
@@ -6,17 +6,15 @@ turns into one warning line and a logger that does nothing.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dcutmix.errors import ConfigError
+from dcutmix.errors import InputError
+from dcutmix.files import atomic_write_text
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
@@ -29,59 +27,6 @@ _MODE_ALIASES = {"dryrun": "offline", "run": "online"}
 # Upper bound on run.finish() waiting for uploads; whatever is left stays on disk for `wandb sync`.
 FINISH_TIMEOUT_S = 60.0
 GIT_TIMEOUT_S = 5.0
-# mkstemp makes owner-only files; results should get the permissions any new file would.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def append_jsonl(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> None:
-    """Append ``obj`` as one JSON line to ``path`` and make it durable before returning."""
-    line = json.dumps(obj) + "\n"
-    with open(path, "a", encoding="utf-8") as file:
-        file.write(line)
-        file.flush()
-        os.fsync(file.fileno())
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old file or the new, never a part."""
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            os.fchmod(fd, 0o666 & ~_UMASK)
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Replace ``path`` with ``obj`` as indented JSON, atomically (see ``atomic_write_text``)."""
-    # Serialise first, so an unserialisable object never touches the disk.
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-def read_json(path: str | os.PathLike[str]) -> Any | None:
-    """The JSON value stored in ``path``, or None when the file is missing or not valid JSON."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename itself is only durable once the directory entry is; some filesystems refuse this.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def flatten_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -139,8 +84,8 @@ def _resolve_mode(mode: str | None) -> str | None:
     """The requested mode (argument first, then WANDB_MODE), or None to decide from credentials."""
     if mode is not None:
         if mode not in MODES:
-            raise ConfigError(
-                f"logger.mode: {mode!r} is not one of {', '.join(MODES)}, or null for automatic"
+            raise InputError(
+                "logger.mode", f"{mode!r} is not one of {', '.join(MODES)}, or null for automatic"
             )
         return mode
     env_mode = os.environ.get("WANDB_MODE")
@@ -148,8 +93,8 @@ def _resolve_mode(mode: str | None) -> str | None:
         return None
     env_mode = _MODE_ALIASES.get(env_mode, env_mode)
     if env_mode not in MODES:
-        raise ConfigError(
-            f"WANDB_MODE: {env_mode!r} is not one of {', '.join(MODES)}; unset it for automatic"
+        raise InputError(
+            "WANDB_MODE", f"{env_mode!r} is not one of {', '.join(MODES)}; unset it for automatic"
         )
     return env_mode
 

@@ -34,7 +34,7 @@ from dcutmix.config import (
     validate,
 )
 from dcutmix.engine import Diverged, Engine, EpochState, LRSchedule
-from dcutmix.errors import ConfigError
+from dcutmix.errors import InputError
 from dcutmix.mixing import build_mixer
 
 MIN_FREE_BYTES = 64 * 2**20
@@ -135,36 +135,37 @@ class RunFolder:
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as error:
-            raise ConfigError(
-                f"hydra.run.dir: cannot write to {self.path} ({error.strerror})"
+            raise InputError(
+                "hydra.run.dir", f"cannot write to {self.path} ({error.strerror})"
             ) from None
         free = shutil.disk_usage(self.path).free
         if free < MIN_FREE_BYTES:
-            raise ConfigError(
-                f"hydra.run.dir: only {free // 2**20} MiB free under {self.path}; at least "
-                f"{MIN_FREE_BYTES // 2**20} MiB are needed for checkpoints"
+            raise InputError(
+                "hydra.run.dir",
+                f"only {free // 2**20} MiB free under {self.path}; at least "
+                f"{MIN_FREE_BYTES // 2**20} MiB are needed for checkpoints",
             )
 
     def read_results(self) -> dict | None:
-        from dcutmix.tracking import read_json
+        from dcutmix.files import read_json
 
         return read_json(self.results)
 
     def write_results(self, results: dict) -> None:
-        from dcutmix.tracking import atomic_write_json
+        from dcutmix.files import atomic_write_json
 
         if self.writer:
             atomic_write_json(self.results, {**results, "updated_at": _now()})
 
     def rewrite_metrics(self, history: list[dict]) -> None:
         """Make metrics.jsonl exactly the checkpoint's history (a kill may have left it ahead)."""
-        from dcutmix.tracking import atomic_write_text
+        from dcutmix.files import atomic_write_text
 
         if self.writer:
             atomic_write_text(self.metrics, "".join(_json_line(row) for row in history))
 
     def append_metrics(self, row: dict) -> None:
-        from dcutmix.tracking import append_jsonl
+        from dcutmix.files import append_jsonl
 
         if self.writer:
             append_jsonl(self.metrics, row)
@@ -289,8 +290,9 @@ def _train_run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.
     t = cfg.trainer
     _seed_everything(t.seed, t.deterministic)
     if t.batch_size % dist.world_size:
-        raise ConfigError(
-            f"trainer.batch_size: the global batch {t.batch_size} must divide evenly over {dist.world_size} processes"
+        raise InputError(
+            "trainer.batch_size",
+            f"the global batch {t.batch_size} must divide evenly over {dist.world_size} processes",
         )
     data = build_data(
         OmegaConf.to_container(cfg.dataset, resolve=True),
@@ -624,15 +626,17 @@ def _check_same_run(state: dict, run_config: dict) -> None:
     saved = state.get("run_config") or {}
     for key in ("dataset", "model", "mixing", "seed"):
         if key in saved and saved[key] != run_config[key]:
-            raise ConfigError(
-                f"{key}: the checkpoint in this run folder was trained with {key}={saved[key]}, not "
-                f"{run_config[key]}; use a new output folder or the original settings"
+            raise InputError(
+                f"{key}",
+                f"the checkpoint in this run folder was trained with {key}={saved[key]}, not "
+                f"{run_config[key]}; use a new output folder or the original settings",
             )
 
 
 def _code_revision() -> str | None:
     """The git revision of the code this run executes: for a frozen sweep, the one it was frozen at."""
-    from dcutmix.tracking import git_revision, read_json
+    from dcutmix.files import read_json
+    from dcutmix.tracking import git_revision
 
     snapshot = read_json(REPO_ROOT / "snapshot.json")
     if isinstance(snapshot, dict) and snapshot.get("git_revision"):
@@ -683,8 +687,8 @@ def _evaluate_checkpoint(
     weights = ckpt_io.extract_model_state(state)
     try:
         load_authors_state_dict(model, weights)
-    except ConfigError as error:
-        raise ConfigError(f"ckpt: {path} does not fit model={cfg.model.name}: {error}") from None
+    except InputError as error:
+        raise InputError("ckpt", f"{path} does not fit model={cfg.model.name}: {error}") from None
     amp_dtype = _amp_dtype(cfg.trainer.amp, device)
     engine = Engine(
         model=model,
@@ -737,7 +741,7 @@ def task(cfg: DictConfig) -> int:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         code = train_run(cfg, run_dir)
-    except ConfigError as error:
+    except InputError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         _record_failure(run_dir, cfg, str(error))
         code = 2
@@ -751,7 +755,7 @@ def task(cfg: DictConfig) -> int:
 
 def _record_failure(run_dir: Path, cfg: DictConfig, message: str) -> None:
     """Note a failure for the report, without overwriting what an earlier attempt wrote."""
-    from dcutmix.tracking import atomic_write_json
+    from dcutmix.files import atomic_write_json
 
     results = run_dir / "results.json"
     if results.exists() or not os.access(run_dir, os.W_OK):
@@ -785,7 +789,7 @@ class SweepSummary(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from dcutmix.tracking import atomic_write_json
+        from dcutmix.files import atomic_write_json
 
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -800,7 +804,7 @@ class SweepSummary(Callback):
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from dcutmix.tracking import read_json
+        from dcutmix.files import read_json
 
         global _exit_code
         sweep_dir = Path(config.hydra.sweep.dir)
