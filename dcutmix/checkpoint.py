@@ -144,3 +144,41 @@ def extract_model_state(obj: dict) -> dict[str, torch.Tensor]:
         key.removeprefix("module.").removeprefix("_orig_mod."): value
         for key, value in state.items()
     }
+
+
+def build_checkpoint(
+    model: torch.nn.Module,
+    epoch: int,
+    run_config: dict,
+    *,
+    val_top1_err: float | None = None,
+    training: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The dict a checkpoint file holds: ``best.pt`` (weights and the error that made them best)
+    or, given ``training`` (what resuming needs), ``last.pt``.
+
+    ``training`` holds ``optimizer``, ``scaler``, ``scheduler``, ``epoch_state``, ``history``,
+    ``best``, ``rng`` and ``wall_seconds``; the keys are written in the order of earlier files.
+    """
+    if training is None:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": model.state_dict(),
+            "epoch": epoch,
+            "run_config": run_config,
+            "val_top1_err": val_top1_err,
+        }
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": model.state_dict(),
+        "optimizer": training["optimizer"],
+        "scaler": training["scaler"],
+        "scheduler": training["scheduler"],
+        "epoch": epoch,
+        "epoch_state": training["epoch_state"],
+        "history": training["history"],
+        "best": training["best"],
+        "rng": training["rng"],
+        "wall_seconds": training["wall_seconds"],
+        "run_config": run_config,
+    }

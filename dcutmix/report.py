@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from dcutmix.errors import InputError
+from dcutmix.files import atomic_write_text
 from dcutmix.reference import find_paper_result
-from dcutmix.files import atomic_save_figure, atomic_write_text
 from dcutmix.tracking import flatten_config
 
 # The order of dcutmix.mixing.MIXING_MODES, repeated here because that module imports torch.
