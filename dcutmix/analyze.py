@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dcutmix.errors import InputError
-from dcutmix.files import atomic_write_json, read_json
+from dcutmix.files import atomic_save_figure, atomic_write_json, read_json
 
 if TYPE_CHECKING:
     import torch
@@ -509,7 +509,7 @@ def analyze_run(
     """
     import torch
 
-    from dcutmix.engine import Progress
+    from dcutmix.progress import Progress
 
     check_options(
         checkpoint=checkpoint,
@@ -647,7 +647,7 @@ def _line_plot(series: Mapping[str, Curve], labels: tuple[str, str, str], path: 
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=150)
+    atomic_save_figure(figure, path, dpi=150)
     return path
 
 
@@ -704,7 +704,7 @@ def _reliability_plot(pooled: Mapping[str, tuple[list[dict], float, int]], path:
         axes.set_title(f"{_runs_label(mode, runs)}: ECE {ece:.2f}%", fontsize=9)
     grid.flat[0].legend(fontsize=7, loc="upper left")
     figure.tight_layout()
-    figure.savefig(path, dpi=150)
+    atomic_save_figure(figure, path, dpi=150)
     return path
 
 

@@ -23,5 +23,11 @@ class InputError(ValueError):
         return (type(self), (self.key, self.message))
 
 
+def one_line(error: BaseException) -> str:
+    """``Type: first line of the message`` (just ``Type`` without one), for logs and results."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
 # The earlier name, kept so that existing imports and ``except ConfigError`` keep working.
 ConfigError = InputError

@@ -16,14 +16,12 @@ Every end of a run (completed, interrupted, diverged, failed) writes one ``RunRe
 from __future__ import annotations
 
 import os
-import random
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -31,10 +29,11 @@ from dcutmix import checkpoint as ckpt_io
 from dcutmix.config import REPO_ROOT, resolve_milestones
 from dcutmix.distributed import Distributed, shard
 from dcutmix.engine import Diverged, Engine, EpochState, LRSchedule
-from dcutmix.errors import InputError
+from dcutmix.errors import InputError, one_line
 from dcutmix.mixing import build_mixer
 from dcutmix.results import RunResult, Status
 from dcutmix.run_folder import RunFolder
+from dcutmix.seeding import seed_everything
 
 EXIT_DIVERGED = 3
 # SIGTERM and SIGINT stop a run cleanly; in submitit's jobs submitit owns them.
@@ -44,12 +43,6 @@ STOP_SIGNALS = (15, 2)
 def log(message: str) -> None:
     """One progress line on stderr, where Hydra's and Slurm's logs collect it."""
     print(f"[dcutmix] {message}", file=sys.stderr, flush=True)
-
-
-def one_line(error: BaseException) -> str:
-    """``Type: first line of the message``, as results.json records an unexpected error."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 @dataclass
@@ -141,19 +134,6 @@ def run_config(cfg: DictConfig) -> dict:
         "experiment": cfg.experiment_name,
         "sweep": cfg.sweep_name,
     }
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed Python, NumPy and torch; deterministic kernels only when asked (they cost speed)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    else:
-        torch.backends.cudnn.benchmark = True
 
 
 def build(cfg: DictConfig, dist: Distributed, device: torch.device) -> Built:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dcutmix.errors import InputError
-from dcutmix.files import atomic_write_text
+from dcutmix.files import atomic_save_figure, atomic_write_text
 from dcutmix.reference import find_paper_result
 from dcutmix.tracking import flatten_config
 
@@ -603,16 +603,6 @@ def _legend(axes: Any, title: str | None = None) -> None:
     )  # fmt: skip
 
 
-def _save_figure(figure: Any, path: Path) -> None:
-    # Through a temporary file and a rename, like every file the project writes.
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        figure.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def plot_error_vs(rows: Sequence[Row], setting: str, path: Path, best: bool = False) -> bool:
     """Top-1 error against ``k`` or ``alpha``, a line per other setting; False if too few values."""
     from matplotlib.ticker import MaxNLocator
@@ -661,7 +651,7 @@ def plot_error_vs(rows: Sequence[Row], setting: str, path: Path, best: bool = Fa
         axes.set_title(f"Top-1 error vs {setting}" + _context(rows))
     axes.grid(alpha=0.3)
     _legend(axes, title="error bars: std over seeds")
-    _save_figure(figure, path)
+    atomic_save_figure(figure, path, format="png", dpi=120)
     return True
 
 
@@ -696,7 +686,7 @@ def plot_learning_curves(rows: Sequence[Row], path: Path) -> bool:
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(alpha=0.3)
     _legend(axes)
-    _save_figure(figure, path)
+    atomic_save_figure(figure, path, format="png", dpi=120)
     return True
 
 

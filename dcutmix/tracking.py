@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dcutmix.errors import InputError
+from dcutmix.errors import InputError, one_line
 from dcutmix.files import atomic_write_text
 
 if TYPE_CHECKING:
@@ -163,68 +163,18 @@ class WandbLogger:
         # Absolute, so the printed `wandb sync` command works from any folder.
         run_dir = Path(run_dir).absolute()
         try:
-            import wandb
-            from wandb.sdk.lib.runid import generate_id
-
-            # The first wandb call in a process sets its terminal output for the whole process.
-            wandb.setup(wandb.Settings(silent=True, quiet=True))
-            resumed_id = _read_stripped(run_dir / RUN_ID_FILE)
-            run_id = resumed_id or generate_id()
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / RUN_ID_FILE, run_id + "\n")
+            resumed_id, run_id = _claim_run_id(run_dir)
         except Exception as error:
-            _warn(f"cannot start ({_one_line(error)}); training continues without W&B")
+            _warn(f"cannot start ({one_line(error)}); training continues without W&B")
             return NullLogger()
-
-        if requested is None:
-            requested = "online" if _has_credentials() else "offline"
-        elif requested == "online" and not _has_credentials():
-            # wandb would otherwise prompt for a key, and a prompt can block a job forever.
-            _warn("online mode asked for, but no API key (WANDB_API_KEY or netrc); logging offline")
-            requested = "offline"
-
-        def init(run_mode: str) -> Run:
-            return wandb.init(
-                dir=run_dir,
-                project=project,
-                entity=entity,
-                group=group,
-                name=name,
-                job_type=job_type,
-                tags=tags,
-                config=config,
-                id=run_id,
-                resume="allow",
-                mode=run_mode,
-                settings=wandb.Settings(
-                    init_timeout=init_timeout_s,
-                    login_timeout=init_timeout_s,
-                    finish_timeout=FINISH_TIMEOUT_S,
-                    reinit="finish_previous",
-                    silent=True,
-                    quiet=True,
-                    # The run folder keeps the console log already (Hydra's job log).
-                    console="off",
-                ),
-            )
-
-        run_mode = requested
-        try:
-            run = init(run_mode)
-        except Exception as error:
-            if run_mode != "online":
-                _warn(f"cannot start ({_one_line(error)}); training continues without W&B")
-                return NullLogger()
-            _warn(f"cannot reach W&B ({_one_line(error)}); logging offline instead")
-            run_mode = "offline"
-            try:
-                # The failed attempt still holds the run id in wandb's service; only a fresh
-                # service lets the offline run keep the id.
-                wandb.teardown()
-                run = init(run_mode)
-            except Exception as offline_error:
-                _warn(f"cannot start ({_one_line(offline_error)}); training continues without W&B")
-                return NullLogger()
+        init_args = {
+            "dir": run_dir, "project": project, "entity": entity, "group": group, "name": name,
+            "job_type": job_type, "tags": tags, "config": config, "id": run_id,
+            "resume": "allow",
+        }  # fmt: skip
+        run, run_mode = _init_or_fall_back(init_args, _usable_mode(requested), init_timeout_s)
+        if run is None:
+            return NullLogger()
         if run_mode == "offline":
             print(
                 f"wandb: offline run; upload it later with: wandb sync {run.settings.sync_dir}",
@@ -259,11 +209,11 @@ class WandbLogger:
         try:
             self._run.summary.update({**summary, "status": status})
         except Exception as error:
-            _warn(f"writing the run summary failed ({_one_line(error)})")
+            _warn(f"writing the run summary failed ({one_line(error)})")
         self._close(exit_code=0 if status == "completed" else 1)
 
     def _give_up(self, error: Exception) -> None:
-        _warn(f"logging failed ({_one_line(error)}); training continues without W&B")
+        _warn(f"logging failed ({one_line(error)}); training continues without W&B")
         self._close(exit_code=1)
 
     def _close(self, exit_code: int) -> None:
@@ -275,9 +225,68 @@ class WandbLogger:
         try:
             run.finish(exit_code=exit_code)
         except Exception as error:
-            _warn(f"closing the run failed ({_one_line(error)}); its files stay in {run.dir}")
+            _warn(f"closing the run failed ({one_line(error)}); its files stay in {run.dir}")
 
 
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+def _claim_run_id(run_dir: Path) -> tuple[str, str]:
+    """(the id this folder's earlier attempt used or "", the id to use), kept in the folder."""
+    import wandb
+    from wandb.sdk.lib.runid import generate_id
+
+    # The first wandb call in a process sets its terminal output for the whole process.
+    wandb.setup(wandb.Settings(silent=True, quiet=True))
+    resumed_id = _read_stripped(run_dir / RUN_ID_FILE)
+    run_id = resumed_id or generate_id()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / RUN_ID_FILE, run_id + "\n")
+    return resumed_id, run_id
+
+
+def _usable_mode(requested: str | None) -> str:
+    """The mode to start in: automatic is online only with credentials, and so is online."""
+    if requested is None:
+        return "online" if _has_credentials() else "offline"
+    if requested == "online" and not _has_credentials():
+        # wandb would otherwise prompt for a key, and a prompt can block a job forever.
+        _warn("online mode asked for, but no API key (WANDB_API_KEY or netrc); logging offline")
+        return "offline"
+    return requested
+
+
+def _init(init_args: dict[str, Any], run_mode: str, timeout_s: float) -> Run:
+    import wandb
+
+    settings = wandb.Settings(
+        init_timeout=timeout_s,
+        login_timeout=timeout_s,
+        finish_timeout=FINISH_TIMEOUT_S,
+        reinit="finish_previous",
+        silent=True,
+        quiet=True,
+        # The run folder keeps the console log already (Hydra's job log).
+        console="off",
+    )
+    return wandb.init(**init_args, mode=run_mode, settings=settings)
+
+
+def _init_or_fall_back(
+    init_args: dict[str, Any], run_mode: str, timeout_s: float
+) -> tuple[Run | None, str]:
+    """The started run and its mode; an unreachable server means offline, anything else no run."""
+    import wandb
+
+    try:
+        return _init(init_args, run_mode, timeout_s), run_mode
+    except Exception as error:
+        if run_mode != "online":
+            _warn(f"cannot start ({one_line(error)}); training continues without W&B")
+            return None, run_mode
+        _warn(f"cannot reach W&B ({one_line(error)}); logging offline instead")
+    try:
+        # The failed attempt still holds the run id in wandb's service; only a fresh service
+        # lets the offline run keep the id.
+        wandb.teardown()
+        return _init(init_args, "offline", timeout_s), "offline"
+    except Exception as offline_error:
+        _warn(f"cannot start ({one_line(offline_error)}); training continues without W&B")
+        return None, "offline"

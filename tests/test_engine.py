@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from dcutmix.config import resolve_milestones
-from dcutmix.engine import Diverged, Engine, EpochState, LRSchedule, derived_seed
+from dcutmix.engine import Diverged, Engine, EpochState, LRSchedule
+from dcutmix.seeding import derived_seed
 from dcutmix.mixing import build_mixer
 from tests.conftest import read_metrics, read_results
 
