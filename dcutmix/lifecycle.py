@@ -16,7 +16,6 @@ Every end of a run (completed, interrupted, diverged, failed) writes one ``RunRe
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from dcutmix.distributed import Distributed, shard
 from dcutmix.engine import Diverged, Engine, EpochState, LRSchedule
 from dcutmix.errors import InputError, one_line
 from dcutmix.mixing import build_mixer
+from dcutmix.progress import log
 from dcutmix.results import RunResult, Status
 from dcutmix.run_folder import RunFolder
 from dcutmix.seeding import seed_everything
@@ -38,11 +38,6 @@ from dcutmix.seeding import seed_everything
 EXIT_DIVERGED = 3
 # SIGTERM and SIGINT stop a run cleanly; in submitit's jobs submitit owns them.
 STOP_SIGNALS = (15, 2)
-
-
-def log(message: str) -> None:
-    """One progress line on stderr, where Hydra's and Slurm's logs collect it."""
-    print(f"[dcutmix] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass

@@ -37,3 +37,8 @@ class Progress:
         if self.enabled and self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def log(message: str) -> None:
+    """One progress line on stderr, where Hydra's and Slurm's logs collect it."""
+    print(f"[dcutmix] {message}", file=sys.stderr, flush=True)

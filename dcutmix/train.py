@@ -23,7 +23,7 @@ from dcutmix.config import CONF_DIR, register, resolve_device, validate
 from dcutmix.distributed import Distributed
 from dcutmix.errors import InputError, one_line
 from dcutmix.files import atomic_write_json, read_json
-from dcutmix.lifecycle import log
+from dcutmix.progress import log
 from dcutmix.results import RunResult, Status, now_iso
 from dcutmix.run_folder import RESULTS_FILE, RunFolder, find_run_folders
 
