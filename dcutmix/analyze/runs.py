@@ -22,7 +22,7 @@ from dcutmix.analyze.common import (
     FGSM_EPSILONS,
 )
 from dcutmix.analyze.entropy import entropy_summary
-from dcutmix.analyze.fgsm import evaluate_with_fgsm
+from dcutmix.analyze.fgsm import Evaluation, evaluate_with_fgsm
 from dcutmix.analyze.landscape import loss_landscape
 from dcutmix.errors import InputError
 from dcutmix.files import atomic_write_json, read_json
