@@ -33,63 +33,67 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 NONFINITE_POLICIES = ("stop", "skip")
 
 
+# The schema declares keys and types only. Every value lives in one place, the YAML of conf/ (each
+# option of a group sets every key of its group); tests/test_defaults.py checks both halves.
+
+
 @dataclass
 class MixingConfig:
-    mode: str = "dcutmix"
-    k: int | None = 5
-    alpha: float | None = 0.2
-    prob: float = 1.0
-    per_sample: bool | None = None
+    mode: str = MISSING
+    k: int | None = MISSING
+    alpha: float | None = MISSING
+    prob: float = MISSING
+    per_sample: bool | None = MISSING
 
 
 @dataclass
 class OptimizerConfig:
-    name: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    name: str = MISSING
+    lr: float = MISSING
+    momentum: float = MISSING
+    nesterov: bool = MISSING
+    weight_decay: float = MISSING
+    betas: list[float] = MISSING
 
 
 @dataclass
 class SchedulerConfig:
-    name: str = "multistep"
+    name: str = MISSING
     # Fractions of the run (0 < m < 1) or absolute epochs (whole numbers >= 1).
-    milestones: list[float] = field(default_factory=lambda: [0.75, 0.9])
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-    min_lr: float = 0.0
+    milestones: list[float] = MISSING
+    gamma: float = MISSING
+    warmup_epochs: float = MISSING
+    min_lr: float = MISSING
 
 
 @dataclass
 class LoggerConfig:
-    name: str = "wandb"
-    project: str = "dcutmix"
-    entity: str | None = None
-    mode: str | None = None
-    tags: list[str] = field(default_factory=list)
+    name: str = MISSING
+    project: str = MISSING
+    entity: str | None = MISSING
+    mode: str | None = MISSING
+    tags: list[str] = MISSING
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 15
-    batch_size: int = 64
-    eval_batch_size: int | None = None
-    eval_every: int = 1
-    device: str = "auto"
-    seed: int = 0
-    deterministic: bool = False
-    num_workers: int = 2
-    amp: str = "auto"
-    channels_last: bool = False
-    compile: bool = False
-    limit_train_batches: int | None = None
-    limit_val_batches: int | None = None
-    log_every: int = 50
-    label_smoothing: float = 0.0
-    on_nonfinite: str = "stop"
-    save_best: bool = True
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int | None = MISSING
+    eval_every: int = MISSING
+    device: str = MISSING
+    seed: int = MISSING
+    deterministic: bool = MISSING
+    num_workers: int = MISSING
+    amp: str = MISSING
+    channels_last: bool = MISSING
+    compile: bool = MISSING
+    limit_train_batches: int | None = MISSING
+    limit_val_batches: int | None = MISSING
+    log_every: int = MISSING
+    label_smoothing: float = MISSING
+    on_nonfinite: str = MISSING
+    save_best: bool = MISSING
 
 
 @dataclass
@@ -101,10 +105,10 @@ class TrainConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    eval_only: bool = False
-    ckpt: str | None = None
-    sweep_name: str = "adhoc"
-    experiment_name: str | None = None
+    eval_only: bool = MISSING
+    ckpt: str | None = MISSING
+    sweep_name: str = MISSING
+    experiment_name: str | None = MISSING
     run_name: str = MISSING
 
 
