@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dcutmix.checkpoint import CHECKPOINT_FORMAT
-from tests.conftest import read_metrics, read_results
+from tests.helpers.runs import read_metrics, read_results
 
 DATA = Path(__file__).parent / "data" / "checkpoint_v1"
 OVERRIDES = ["mixing=mixup", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2"]

@@ -10,9 +10,9 @@ from torch import nn
 
 from dcutmix.config import resolve_milestones
 from dcutmix.engine import Diverged, Engine, EpochState, LRSchedule
-from dcutmix.seeding import derived_seed
 from dcutmix.mixing import build_mixer
-from tests.conftest import read_metrics, read_results
+from dcutmix.seeding import derived_seed
+from tests.helpers.runs import read_metrics, read_results
 
 
 def test_multistep_schedule_uses_fractions_of_the_run():

@@ -25,7 +25,7 @@ import pytest
 from dcutmix.checkpoint import load_file
 from dcutmix.config import REPO_ROOT
 from dcutmix.errors import ConfigError
-from tests.conftest import read_metrics, read_results
+from tests.helpers.runs import read_metrics, read_results
 
 pytestmark = [
     pytest.mark.slow,

@@ -24,7 +24,7 @@ from dcutmix.tracking import (
     flatten_config,
     git_revision,
 )
-from tests.wandb_files import read_wandb_parts, read_wandb_run
+from tests.helpers.wandb_files import read_wandb_parts, read_wandb_run
 
 NESTED_CONFIG = {
     "dataset": {"name": "digits", "root": "/data"},
