@@ -217,7 +217,11 @@ def resolve_milestones(milestones: list[float], epochs: int) -> list[int]:
 
 def validate(cfg: DictConfig) -> None:
     """Check what the schema's types cannot; raise InputError naming the first bad key."""
-    t = cfg.trainer
+    _validate_trainer(cfg.trainer)
+    _validate_rest(cfg)
+
+
+def _validate_trainer(t: DictConfig) -> None:
     if t.epochs < 1:
         raise InputError("trainer.epochs", f"must be >= 1, got {t.epochs}")
     if t.batch_size < 1:
@@ -244,7 +248,9 @@ def validate(cfg: DictConfig) -> None:
     if t.amp == "fp16" and device.type != "cuda":
         raise InputError("trainer.amp", "fp16 needs a CUDA device; use auto, off or bf16")
 
-    m = cfg.mixing
+
+def _validate_rest(cfg: DictConfig) -> None:
+    t, m = cfg.trainer, cfg.mixing
     if m.mode not in MIXING_MODES:
         raise InputError("mixing.mode", f"{m.mode!r} is not one of {', '.join(MIXING_MODES)}")
     try:
