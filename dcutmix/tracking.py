@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from dcutmix.errors import InputError, one_line
 from dcutmix.files import atomic_write_text
+from dcutmix.results import Status
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
@@ -210,7 +211,7 @@ class WandbLogger:
             self._run.summary.update({**summary, "status": status})
         except Exception as error:
             _warn(f"writing the run summary failed ({one_line(error)})")
-        self._close(exit_code=0 if status == "completed" else 1)
+        self._close(exit_code=0 if status == Status.COMPLETED else 1)
 
     def _give_up(self, error: Exception) -> None:
         _warn(f"logging failed ({one_line(error)}); training continues without W&B")

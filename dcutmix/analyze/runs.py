@@ -26,6 +26,7 @@ from dcutmix.analyze.fgsm import Evaluation, evaluate_with_fgsm
 from dcutmix.analyze.landscape import loss_landscape
 from dcutmix.errors import InputError
 from dcutmix.files import atomic_write_json, read_json
+from dcutmix.results import Status
 from dcutmix.run_folder import find_run_folders
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def skip_reason(run_dir: Path, checkpoint: str = "last") -> str | None:
     results = read_json(run_dir / "results.json")
     if not isinstance(results, dict):
         return "no readable results.json, so the run never started training"
-    if results.get("status") != "completed":
+    if results.get("status") != Status.COMPLETED:
         return f"status is {results.get('status')!r}, not 'completed'"
     if not (run_dir / ".hydra" / "config.yaml").is_file():
         return "no .hydra/config.yaml to rebuild the model and data from"
