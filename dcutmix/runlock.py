@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dcutmix.errors import ConfigError
+from dcutmix.files import atomic_write_text
 
 LOCK_NAME = "run.lock"
 HEARTBEAT_S = 30.0
@@ -266,8 +267,7 @@ class RunLock:
         if current is None or current.token != self.token:
             return
         try:
-            private = self._write_private(self._me(self._since))
-            os.replace(private, self.path)
+            atomic_write_text(self.path, json.dumps(self._me(self._since).record()) + "\n")
         except OSError:
             # A full disk or a passing NFS fault: the next beat tries again, and a holder on this
             # host is never judged by its heartbeat.

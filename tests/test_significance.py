@@ -1,4 +1,4 @@
-"""Welch's test and intervals (dcutmix.significance) and their columns in dcutmix-report."""
+"""Welch's test and intervals (dcutmix.report.significance) and their columns in dcutmix-report."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from test_report import write_run
 
 from dcutmix.report import main
-from dcutmix.significance import baseline_differences, t_quantile, t_two_sided_p, welch
+from dcutmix.report.significance import baseline_differences, t_quantile, t_two_sided_p, welch
 
 # Welch's textbook example (Wikipedia, "Welch's t-test", example 1): two samples of 15 with
 # unequal spread; published t = -2.46, df = 24.99 (rounded), two-sided p = 0.021.

@@ -18,7 +18,7 @@ from dcutmix.data.loaders import (
     pil_transform,
 )
 from dcutmix.data.settings import DatasetSettings, parse_dataset
-from dcutmix.errors import ConfigError
+from dcutmix.errors import InputError
 
 DIGITS_SPLIT_SEED = 0
 FAKE_DATA_SEED = 0
@@ -96,16 +96,17 @@ def _cifar(settings: DatasetSettings) -> _InMemory:
     cls = _local_cifar(settings.name)
     root = settings.root
     if root is None:
-        raise ConfigError(
-            f"dataset.root: not set; point it at the folder that holds {cls.base_folder}"
+        raise InputError(
+            "dataset.root", f"not set; point it at the folder that holds {cls.base_folder}"
         )
     expected = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     missing = [name for name in expected if not (root / cls.base_folder / name).is_file()]
     if missing and not settings.download:
-        raise ConfigError(
-            f"dataset.root: {root.absolute()} does not hold {cls.base_folder}/ (missing {', '.join(missing)}); "
+        raise InputError(
+            "dataset.root",
+            f"{root.absolute()} does not hold {cls.base_folder}/ (missing {', '.join(missing)}); "
             f"set dataset.download=true to fetch it there, or point dataset.root at the folder "
-            f"that holds {cls.base_folder}"
+            f"that holds {cls.base_folder}",
         )
     train = cls(str(root), train=True, download=settings.download)
     test = cls(str(root), train=False)
@@ -144,7 +145,7 @@ def build_data(
     eval_batch_size = eval_batch_size or batch_size
     for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
         if value < 1:
-            raise ConfigError(f"trainer.{key}: {value} must be at least 1")
+            raise InputError(f"trainer.{key}", f"{value} must be at least 1")
     common = {"device": device, "seed": seed, "channels_last": channels_last}
     if settings.name == "imagefolder":
         return _folder_bundle(settings, batch_size, eval_batch_size, num_workers, common)
@@ -187,9 +188,10 @@ def build_data(
 
 def _check_train_size(settings: DatasetSettings, size: int, batch_size: int) -> None:
     if settings.drop_last and size < batch_size:
-        raise ConfigError(
-            f"trainer.batch_size: {batch_size} is more than the {size} training images of "
-            f"{settings.name}, so drop_last leaves no batch; lower it or set dataset.drop_last=false"
+        raise InputError(
+            "trainer.batch_size",
+            f"{batch_size} is more than the {size} training images of "
+            f"{settings.name}, so drop_last leaves no batch; lower it or set dataset.drop_last=false",
         )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+from omegaconf import MISSING
 
 from dcutmix import launcher
 
@@ -26,8 +27,8 @@ class DcutmixSlurmConf(SlurmQueueConf):
 
     _target_: str = "hydra_plugins.dcutmix_launcher.FrozenSlurmLauncher"
     # Keep waiting on jobs whose pending reason cannot clear (a reminder every 10 minutes)
-    # instead of cancelling them and ending the sweep.
-    wait_on_unsatisfiable: bool = False
+    # instead of cancelling them and ending the sweep. Its value is in conf/hydra/launcher/slurm.yaml.
+    wait_on_unsatisfiable: bool = MISSING
 
 
 ConfigStore.instance().store(

@@ -7,26 +7,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dcutmix.errors import ConfigError
-from dcutmix.report import (
+from dcutmix.errors import InputError
+from dcutmix.files import atomic_write_text
+from dcutmix.report.render import (
+    format_markdown_table,
+    show_difference,
+    show_stat,
+    show_value,
+    significance_note,
+)
+from dcutmix.report.runs import collect_runs
+from dcutmix.report.stats import (
     METRICS,
     Row,
-    _setting_rank,
-    _show_difference,
-    _show_stat,
-    _show_value,
-    _value_rank,
-    collect_runs,
     compare_with_baseline,
     default_baseline,
-    format_markdown_table,
     headline_metric,
     metrics_for,
-    significance_note,
+    setting_rank,
     summarise,
+    value_rank,
     varying_settings,
 )
-from dcutmix.tracking import atomic_write_text
 
 COMPARE_FILE = "compare.md"
 
@@ -50,10 +52,10 @@ def compare_table(
     ]
     all_rows = [row for _, rows in sides for row in rows]
     varying = varying_settings(all_rows)
-    names = sorted({key for row in all_rows for key in row.settings}, key=_setting_rank)
+    names = sorted({key for row in all_rows for key in row.settings}, key=setting_rank)
     keys = sorted(
         {key for side in by_side for key in side},
-        key=lambda key: [_value_rank(name, dict(key).get(name)) for name in names],
+        key=lambda key: [value_rank(name, dict(key).get(name)) for name in names],
     )
     headline = headline_metric(best)
     metric = next(m for m in METRICS if m.name == headline)
@@ -68,14 +70,14 @@ def compare_table(
     lines = []
     for key in keys:
         settings = dict(key)
-        cells = [_show_value(settings.get(name)) for name in varying]
+        cells = [show_value(settings.get(name)) for name in varying]
         for side in by_side:
             row = side.get(key)
             cells += (
-                [str(row.n), _show_stat(row.stats[headline], metric, True)] if row else ["0", "—"]
+                [str(row.n), show_stat(row.stats[headline], metric, True)] if row else ["0", "—"]
             )
             if with_delta:
-                cells.append(_show_difference(row.difference if row else None))
+                cells.append(show_difference(row.difference if row else None))
         lines.append(cells)
     return format_markdown_table(header, numeric, lines)
 
@@ -90,7 +92,7 @@ def compare_main(paths: Sequence[str], baseline: str | None, best: bool, out: st
                 print(f"dcutmix-report: --compare: no completed run under {path}", file=sys.stderr)
                 return 1
             sides.append((path, rows, chosen))
-    except ConfigError as error:
+    except InputError as error:
         print(f"dcutmix-report: {error}", file=sys.stderr)
         return 2
     labels = [Path(path).resolve().name for path, _, _ in sides]
