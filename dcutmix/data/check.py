@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from dcutmix.errors import ConfigError
+from dcutmix.errors import InputError
 
 SPLITS = ("train", "val")
 # The extensions torchvision's ImageFolder reads; other files are not part of the dataset.
@@ -42,31 +42,34 @@ def _has_image(folder: Path) -> bool:
 
 
 def check_layout(root: Path, key: str = "dataset.root") -> list[str]:
-    """The class names of an image folder; ConfigError naming the first problem of its layout."""
+    """The class names of an image folder; InputError naming the first problem of its layout."""
     classes: dict[str, list[str]] = {}
     for split in SPLITS:
         if not (root / split).is_dir():
-            raise ConfigError(
-                f"{key}: {root} has no {split}/ folder; point it at a folder with train/ and "
-                f"val/, each holding one folder of images per class"
+            raise InputError(
+                key,
+                f"{root} has no {split}/ folder; point it at a folder with train/ and "
+                f"val/, each holding one folder of images per class",
             )
         classes[split] = _class_folders(root / split)
         if not classes[split]:
-            raise ConfigError(f"{key}: {root / split} has no class folders, so no images")
+            raise InputError(key, f"{root / split} has no class folders, so no images")
     if classes["train"] != classes["val"]:
         only_train = sorted(set(classes["train"]) - set(classes["val"]))
         only_val = sorted(set(classes["val"]) - set(classes["train"]))
-        raise ConfigError(
-            f"{key}: train/ and val/ under {root} need the same class folders; only in train/: "
-            f"{', '.join(only_train) or 'none'}; only in val/: {', '.join(only_val) or 'none'}"
+        raise InputError(
+            key,
+            f"train/ and val/ under {root} need the same class folders; only in train/: "
+            f"{', '.join(only_train) or 'none'}; only in val/: {', '.join(only_val) or 'none'}",
         )
     for split in SPLITS:
         empty = [name for name in classes[split] if not _has_image(root / split / name)]
         if empty:
-            raise ConfigError(
-                f"{key}: class folder{'s' if len(empty) > 1 else ''} "
+            raise InputError(
+                key,
+                f"class folder{'s' if len(empty) > 1 else ''} "
                 f"{', '.join(str(root / split / name) for name in empty)} hold no images "
-                f"({', '.join(IMAGE_EXTENSIONS)})"
+                f"({', '.join(IMAGE_EXTENSIONS)})",
             )
     return classes["train"]
 
@@ -108,13 +111,14 @@ def find_bad_images(
 
 
 def refuse_bad_images(root: Path) -> None:
-    """ConfigError naming every damaged image under ``root`` (for ``dataset.bad_images=fail``)."""
+    """InputError naming every damaged image under ``root`` (for ``dataset.bad_images=fail``)."""
     bad = find_bad_images(root)
     if bad:
         listed = "; ".join(f"{path} ({why})" for path, why in bad)
-        raise ConfigError(
-            f"dataset.bad_images=fail: {len(bad)} damaged image{'s' if len(bad) > 1 else ''} "
-            f"under {root}: {listed}; remove or replace them, or set dataset.bad_images=skip"
+        raise InputError(
+            "dataset.bad_images=fail",
+            f"{len(bad)} damaged image{'s' if len(bad) > 1 else ''} "
+            f"under {root}: {listed}; remove or replace them, or set dataset.bad_images=skip",
         )
 
 
@@ -129,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(args.root).expanduser()
     try:
         classes = check_layout(root, key="ROOT")
-    except ConfigError as error:
+    except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     checked = sum(1 for _ in image_files(root))
