@@ -396,30 +396,30 @@ class DCutMix(Mixer):
         offsets = _rand((self.k - 1, 2, n), device, generator)
 
         # Rows and columns travel together as (2, n) tensors: [heights; widths], [tops; lefts].
+        # Only the rounding of each side depends on its parent's, so the loop holds two small ops
+        # and the offsets and corners are computed for all levels at once.
         full = torch.tensor([[float(height)], [float(width)]], device=device)
         side = full.expand(2, n)
-        corner = torch.zeros(2, n, device=device)
-        sides, corners = [], []
+        sides = [side]
         for j in range(self.k - 1):
-            child = torch.round(side * shrink[j])
-            slack = side - child
-            corner = corner + torch.minimum(torch.floor(offsets[j] * (slack + 1.0)), slack)
-            side = child
+            side = torch.round(side * shrink[j])
             sides.append(side)
-            corners.append(corner)
-        sides_t = torch.stack(sides)  # (K-1, 2, n)
-        corners_t = torch.stack(corners)
+        sides_t = torch.stack(sides)  # (K, 2, n), the whole image first
+        slack = sides_t[:-1] - sides_t[1:]
+        corners = torch.minimum(torch.floor(offsets * (slack + 1.0)), slack).cumsum(0)
 
         # The boxes are nested, so a pixel lies in box j exactly when its row lies in the first j
         # row spans and its column in the first j column spans: the visible source is the smaller
-        # of the two counts, and the whole map costs two small reductions and one broadcast.
-        row_depth = _span_mask(corners_t[:, 0], sides_t[:, 0], height).sum(0)
-        col_depth = _span_mask(corners_t[:, 1], sides_t[:, 1], width).sum(0)
+        # of the two counts. Rows and columns are counted together, over the longer side.
+        depth = _span_mask(corners, sides_t[1:], max(height, width)).sum(0)  # (2, n, max(H, W))
 
-        area = torch.cat([full.prod().expand(n, 1), sides_t.prod(dim=1).T], dim=1)  # (n, K)
-        visible = area - torch.cat([area[:, 1:], torch.zeros_like(area[:, :1])], dim=1)
+        # visible area of source j = area of box j - area of box j+1 (the image is box 0)
+        area = torch.cat([sides_t.prod(dim=1), torch.zeros(1, n, device=device)])
+        visible = (area[:-1] - area[1:]).T
         perms = _permutations(self.k - 1, batch, device, generator)
-        return _Plan(perms, visible / (height * width), rows=row_depth, cols=col_depth)
+        return _Plan(
+            perms, visible / (height * width), rows=depth[0, :, :height], cols=depth[1, :, :width]
+        )
 
 
 def _gate(plan: _Plan, prob: float, device: torch.device, generator) -> _Plan:
@@ -439,7 +439,42 @@ def _sources(plan: _Plan, batch: int) -> Tensor:
     return torch.cat([anchor, plan.perms], dim=0)
 
 
+#: Largest batch (in bytes) that the CPU pastes level by level; larger ones take one gather.
+_CPU_PASTE_BYTES = 4 << 20
+
+
 def _apply_boxes(images: Tensor, plan: _Plan) -> Tensor:
+    """Show at each pixel the source that the plan's level map names there.
+
+    Two exact ways, chosen by cost. A batch that fits the CPU's caches pastes each partner over
+    its pixels in order, a whole-batch copy and one in-place 0/1 ``lerp`` per source: a few
+    contiguous, vectorised passes, where a per-pixel gather costs tens of times more per element.
+    ``lerp`` with weight 0 or 1 returns its start or its end exactly (PyTorch evaluates the side
+    nearer the weight), so every pixel is a bit-identical copy of its source's, provided the
+    images are finite. On CUDA, for integer images and for large batches, one gather across the
+    batch reads and writes each element once.
+    """
+    small = images.numel() * images.element_size() <= _CPU_PASTE_BYTES
+    if images.device.type != "cpu" or not images.is_floating_point() or not small:
+        return _gather_boxes(images, plan)
+    mixed = images.clone()
+    partner = torch.empty_like(images)
+    depths = torch.arange(1, len(plan.perms) + 1, device=images.device).view(-1, 1, 1, 1)
+    if plan.rows is not None:
+        # nested boxes: a pixel shows source j or a later one when its row and its column do
+        rows = (plan.rows.unsqueeze(2) >= depths).to(images.dtype)  # (K-1, n, H, 1)
+        cols = (plan.cols.unsqueeze(1) >= depths).to(images.dtype)  # (K-1, n, 1, W)
+        masks = (rows * cols).unsqueeze(2)
+    else:
+        masks = (plan.pixel_level == depths).to(images.dtype).unsqueeze(2)
+    for perm, mask in zip(plan.perms, masks):
+        torch.index_select(images, 0, perm, out=partner)
+        mixed.lerp_(partner, mask)
+    return mixed
+
+
+def _gather_boxes(images: Tensor, plan: _Plan) -> Tensor:
+    """The box modes by one per-pixel gather across the batch (any dtype)."""
     batch, channels, height, width = images.shape
     sources = _sources(plan, batch).T  # (B, K)
     if plan.rows is not None:
@@ -472,7 +507,9 @@ def _mix_targets(targets: Tensor, plan: _Plan) -> Tensor:
     by_source = targets.index_select(0, _sources(plan, batch).reshape(-1)).view(
         -1, batch, targets.shape[1]
     )
-    return torch.einsum("bk,kbn->bn", plan.weights.expand(batch, -1), by_source)
+    # A broadcast product and a sum: einsum's batched matmul of B tiny (1, K) x (K, N) products
+    # costs milliseconds on CPU.
+    return (plan.weights.T.unsqueeze(2) * by_source).sum(0)
 
 
 def _check_num_classes(num_classes: int | None) -> int | None:
