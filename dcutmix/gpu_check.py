@@ -10,18 +10,19 @@ slice. It writes one JSON file and prints a short table. Without CUDA it says so
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import math
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-
-import numpy as np
 
 EXIT_NO_GPU = 3
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -39,14 +40,20 @@ class Sizes:
     compile: bool
     pyramidnet200: bool
     model: str
+    big_model: str
     workers: int
     pytest_files: str  # "gpu": every file with a gpu-marked test; "quick": the mixers' only
 
 
 SIZES = {
-    "full": Sizes("full", 50_000, (64, 128), 60, 10, True, True, "pyramidnet110", 8, "gpu"),
-    "quick": Sizes("quick", 50_000, (64,), 30, 5, False, False, "pyramidnet110", 8, "quick"),
-    "dry-run": Sizes("dry-run", 64, (8,), 2, 1, False, True, "pyramidnet110", 0, "quick"),
+    "full": Sizes(
+        "full", 50_000, (64, 128), 60, 10, True, True, "pyramidnet110", "pyramidnet200", 8, "gpu"
+    ),
+    "quick": Sizes(
+        "quick", 50_000, (64,), 30, 5, False, False, "pyramidnet110", "pyramidnet200", 8, "quick"
+    ),
+    # the same code paths with the tiny model: PyramidNet steps take tens of seconds on a CPU
+    "dry-run": Sizes("dry-run", 64, (16,), 2, 1, False, True, "tiny", "tiny", 0, "quick"),
 }
 
 
@@ -66,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     # to know the answer.
     if not args.cpu_dry_run and not _nvidia_device_present():
         return _no_gpu("this machine has no NVIDIA device")
+    _ensure_dependencies(argv if argv is not None else sys.argv[1:])
     import torch
 
     if not args.cpu_dry_run and not torch.cuda.is_available():
@@ -95,6 +103,28 @@ def main(argv: list[str] | None = None) -> int:
 
 def _nvidia_device_present() -> bool:
     return any(Path("/dev").glob("nvidia[0-9]*")) or any(Path("/proc/driver/nvidia/gpus").glob("*"))
+
+
+def _ensure_dependencies(argv: list[str]) -> None:
+    """On a bare machine (no hydra-core), install the wheels in .whl/ into a temporary folder and
+    start again with it on the path, so the pytest child process finds them too."""
+    if importlib.util.find_spec("hydra") is not None:
+        return
+    wheels = sorted(str(p) for p in (REPO_ROOT / ".whl").glob("*.whl"))
+    if not wheels:
+        print(
+            "gpu-check: hydra-core is not installed and .whl/ holds no wheels; "
+            "run `make gpu-wheels` where pip works and carry .whl",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    site = tempfile.mkdtemp(prefix="dcutmix-gpu-check-site-")
+    install = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps"]
+    install += ["--no-compile", "--no-cache-dir", "--target", site, *wheels]
+    subprocess.run(install, check=True)
+    path = os.pathsep.join(p for p in (site, str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+    os.execve(sys.executable, [sys.executable, "-m", "dcutmix.gpu_check", *argv], env)
 
 
 def _no_gpu(reason: str) -> int:
@@ -210,13 +240,13 @@ def run_throughput(sizes: Sizes, device) -> dict:
 
 
 def run_pyramidnet200(sizes: Sizes, device) -> dict:
-    """One epoch slice of PyramidNet-200 at batch 64 (smaller in the dry run) with the defaults."""
+    """One epoch slice of PyramidNet-200 at batch 64 with the defaults (tiny in the dry run)."""
     from dcutmix.gpu_pipelines import framework_pipeline
 
     batch = 64 if device.type == "cuda" else sizes.batches[0]
-    run = framework_pipeline(sizes.num_train, device, batch, "pyramidnet200", False)
+    run = framework_pipeline(sizes.num_train, device, batch, sizes.big_model, False)
     result = measure(run, sizes, device)
-    return {"ok": result["loss_finite"], "batch": batch, **result}
+    return {"ok": result["loss_finite"], "model": sizes.big_model, "batch": batch, **result}
 
 
 def measure(pipeline, sizes: Sizes, device) -> dict:
@@ -236,7 +266,7 @@ def measure(pipeline, sizes: Sizes, device) -> dict:
         "images_per_s": round(pipeline.batch * sizes.steps / total_s, 1),
         "data_and_mixing_share_pct": round(100.0 * timer.seconds("data") / total_s, 2),
         "loss": round(loss, 4),
-        "loss_finite": bool(np.isfinite(loss)),
+        "loss_finite": math.isfinite(loss),
         "peak_memory_mib": None,
     }
     if device.type == "cuda":
