@@ -467,7 +467,7 @@ def _apply_boxes(images: Tensor, plan: _Plan) -> Tensor:
         masks = (rows * cols).unsqueeze(2)
     else:
         masks = (plan.pixel_level == depths).to(images.dtype).unsqueeze(2)
-    for perm, mask in zip(plan.perms, masks):
+    for perm, mask in zip(plan.perms, masks, strict=True):
         torch.index_select(images, 0, perm, out=partner)
         mixed.lerp_(partner, mask)
     return mixed
