@@ -40,6 +40,7 @@ class MixingConfig:
     alpha: float | None = 0.2
     prob: float = 1.0
     per_sample: bool | None = None
+    compile: bool = False  # torch.compile the mixer (dcutmix.mixing.compile_mixer)
 
 
 @dataclass

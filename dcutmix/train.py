@@ -35,7 +35,7 @@ from dcutmix.config import (
 )
 from dcutmix.engine import Diverged, Engine, EpochState, LRSchedule
 from dcutmix.errors import ConfigError
-from dcutmix.mixing import build_mixer
+from dcutmix.mixing import build_mixer, compile_mixer
 
 MIN_FREE_BYTES = 64 * 2**20
 _exit_code = 0
@@ -321,6 +321,8 @@ def _train_run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.
         prob=m.prob,
         per_sample=m.per_sample,
     )
+    if m.compile:
+        mixer = compile_mixer(mixer)
     run_config = _run_config(cfg)
     run_name = cfg.run_name
 
