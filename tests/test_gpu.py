@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dcutmix.gpu_check import EXIT_NO_GPU, gpu_test_files
+from dcutmix.gpu_check import EXIT_NO_GPU, _parse, gpu_test_files
 from dcutmix.gpu_pipelines import authors_style_dcutmix
 from tests.conftest import REPO_ROOT, read_metrics, read_results
 
@@ -95,3 +95,11 @@ def test_cpu_dry_run_runs_every_step_and_writes_the_json(tmp_path):
         assert 0 < row[name]["data_and_mixing_share_pct"] < 100
     assert row["ratio_framework_vs_authors"] > 0
     assert "gpu-check dry-run" in proc.stdout and "throughput" in proc.stdout
+
+
+def test_readme_gives_one_short_device_command_that_parses():
+    readme = (REPO_ROOT / "README.md").read_text()
+    (line,) = [x for x in readme.splitlines() if "python3 -m dcutmix.gpu_check" in x]
+    assert len(line) < 2000
+    args = line.split("python3 -m dcutmix.gpu_check", 1)[1].split("2>&1")[0].split()
+    assert _parse([a.strip('"') for a in args]).out is not None
