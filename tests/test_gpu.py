@@ -22,6 +22,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 @pytest.mark.parametrize(
     "amp, channels_last, compile_model",
     [("bf16", True, False), ("bf16", True, True), ("off", False, False), ("off", False, True)],
+    ids=["bf16-channels_last", "bf16-channels_last-compile", "fp32", "fp32-compile"],
 )
 def test_two_digits_epochs_on_cuda_end_with_a_finite_loss(
     train_in_process, tmp_path, amp, channels_last, compile_model
