@@ -22,8 +22,8 @@ rm -f "$DEST"/*.tar.gz
 wheels=$(du -cb "$DEST"/*.whl | tail -1 | cut -f1)
 tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
 ls -1 "$DEST"
-printf 'gpu-wheels: %d wheels, %.2f MiB in %s/ (with the %.2f MiB working tree: %.2f of %d MiB)\n' \
-  "$(ls "$DEST"/*.whl | wc -l)" "$(echo "$wheels / 1048576" | bc -l)" "$DEST" \
-  "$(echo "$tree / 1048576" | bc -l)" "$(echo "($wheels + $tree) / 1048576" | bc -l)" "$LIMIT_MIB"
+"$PY" -c "import sys; w, t, n, lim = (int(a) for a in sys.argv[1:]); M = 2**20
+print(f'gpu-wheels: {n} wheels, {w / M:.2f} MiB in .whl/ (with the {t / M:.2f} MiB working tree: '
+      f'{(w + t) / M:.2f} of {lim} MiB)')" "$wheels" "$tree" "$(ls "$DEST"/*.whl | wc -l)" "$LIMIT_MIB"
 echo "gpu-wheels: W&B is left out: its wheel carries a compiled service and needs pydantic-core," \
   "sentry-sdk and GitPython besides; the GPU check runs with logger=none"
