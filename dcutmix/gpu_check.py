@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
 import os
 import re
@@ -171,10 +170,10 @@ def _guarded(step: Callable[[], dict]) -> dict:
 
 
 def _write_json(path: Path, obj: dict) -> None:
+    from dcutmix.files import atomic_write_json  # standard library only, like this module
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, obj)
 
 
 # --- pytest -m gpu -----------------------------------------------------------------------------

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from dcutmix.config import REPO_ROOT
 from dcutmix.gpu_check import EXIT_NO_GPU, _parse, gpu_test_files
 from dcutmix.gpu_pipelines import authors_style_dcutmix
-from tests.conftest import REPO_ROOT, read_metrics, read_results
+from tests.helpers.runs import read_metrics, read_results
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dcutmix.mixing import build_mixer, compile_mixer
-from tests.conftest import compose_config
+from tests.helpers.runs import compose_config
 
 
 @pytest.mark.slow
