@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="an epoch's time on one GPU, to print GPU-hours",
     )
+    plan.add_argument(
+        "-m", "--multirun", action="store_true", help="accepted, as dcutmix-train -m takes it"
+    )
     plan.add_argument("overrides", nargs="*", help="the overrides you would give dcutmix-train -m")
     status = commands.add_parser("status", help="one line per job state, and who needs a person")
     status.add_argument("folder", type=Path)

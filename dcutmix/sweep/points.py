@@ -9,6 +9,7 @@ Must be used inside ``hydra.initialize_config_dir`` on ``CONF_DIR``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -181,19 +182,19 @@ class FastComposer:
             self._bases[groups] = compose("train", overrides=list(groups))
         cfg = self._bases[groups]
         saved = [(o.key_or_group, _raw(cfg, o.key_or_group)) for o in values]
+        if any(old is _ABSENT for _, old in saved):
+            # A typed node cannot drop a key once added: such a point gets its own copy.
+            cfg = copy.deepcopy(cfg)
+            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+            yield cfg
+            return
         try:
             ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
             yield cfg
         finally:
             with open_dict(cfg):
                 for key, old in reversed(saved):
-                    parent_key, _, last = key.rpartition(".")
-                    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
-                    if old is _ABSENT:
-                        if isinstance(parent, DictConfig) and last in parent:
-                            del parent[last]
-                    else:
-                        OmegaConf.update(cfg, key, old, merge=False, force_add=True)
+                    OmegaConf.update(cfg, key, old, merge=False, force_add=True)
 
 
 _ABSENT = object()
