@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -53,7 +54,9 @@ def read_sweep_record(folder: Path) -> dict:
 def slurm_jobs(folder: Path) -> dict[str, tuple[str, str]]:
     """State and reason of this sweep's Slurm jobs still in the queue, by job id."""
     submitted = folder / ".submitit"
-    ids = sorted({p.name.split("_")[0] for p in submitted.iterdir()}) if submitted.is_dir() else []
+    # Job folders are named by Slurm id (N, or N_i for array tasks); submitit keeps other files there.
+    names = [p.name for p in submitted.iterdir()] if submitted.is_dir() else []
+    ids = sorted({n.split("_")[0] for n in names if re.fullmatch(r"\d+(_\d+)?", n)})
     if not ids:
         return {}
     try:
@@ -97,9 +100,12 @@ def report_status(folder: Path, out: Callable[[str], None] = print) -> int:
     queue = slurm_jobs(folder)
     pending = {job: reason for job, (state, reason) in queue.items() if state == "PENDING"}
     queued = any(state in ("PENDING", "RUNNING", "REQUEUED") for state, _ in queue.values())
+    slurm_running = any(state == "RUNNING" for state, _ in queue.values())
     by_state: dict[str, list[Run]] = {}
     for run in runs:
-        by_state.setdefault(run.status, []).append(run)
+        # A folder without results while Slurm runs the sweep's jobs belongs to a job starting up.
+        state = "running" if run.status == "not started" and slurm_running else run.status
+        by_state.setdefault(state, []).append(run)
     out(
         f"sweep {record.get('name', folder.name)} in {folder}: {len(runs)} run folders, {len(pending)} jobs pending in Slurm"
     )
