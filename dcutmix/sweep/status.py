@@ -11,7 +11,8 @@ from dcutmix.errors import ConfigError
 from dcutmix.report import PROBLEM_ORDER, Run, collect_runs
 from dcutmix.tracking import read_json
 
-STATE_ORDER = ("completed", "running", "pending", *PROBLEM_ORDER)
+# report.PROBLEM_ORDER lists running too; each state gets one line.
+STATE_ORDER = tuple(dict.fromkeys(("completed", "running", "pending", *PROBLEM_ORDER)))
 # Pending reasons that waiting cannot clear: the request itself does not fit the cluster.
 STUCK_REASONS = frozenset(
     {
