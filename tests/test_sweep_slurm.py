@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest_slurm import (
     cancel_jobs,
     copy_code_tree,
@@ -97,3 +98,32 @@ def test_status_follows_a_live_slurm_sweep_and_resume_skips_its_completed_jobs(t
     for run in runs:
         assert (run / "metrics.jsonl").read_bytes() == before[run]
         assert read_results(run)["status"] == "completed"
+
+
+def test_a_search_runs_its_trials_as_slurm_jobs(tmp_path):
+    partition = require_slurm()
+    sweep = tmp_path / "search"
+    search = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dcutmix.train",
+            "-m",
+            "+sweep=alpha_search",
+            "hydra.sweeper.n_trials=2",
+            *TINY,
+            *slurm_launcher_overrides(partition),
+            f"hydra.sweep.dir={sweep}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
+    cancel_jobs(submitit_job_ids(sweep))
+    assert search.returncode == 0, search.stderr
+    runs = [read_results(p.parent) for p in sweep.glob("*/results.json")]
+    assert len(runs) == 2 and {run["status"] for run in runs} == {"completed"}
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == min(run["top1_err_last"] for run in runs)
+    assert len(submitit_job_ids(sweep)) == 2
