@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from dcutmix.config import REPO_ROOT
-from tests.conftest import cli, read_results
+from tests.helpers.runs import cli, read_results
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from conftest_slurm import (
     submitit_job_ids,
 )
 
-from tests.conftest import read_results
+from tests.helpers.runs import read_results
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

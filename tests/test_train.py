@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dcutmix.mixing import MIXING_MODES
-from tests.conftest import cli, compose_config, read_metrics, read_results
+from tests.helpers.runs import cli, compose_config, read_metrics, read_results
 
 METRIC_KEYS = {
     "epoch",
@@ -144,11 +144,18 @@ def _inside_epoch_two(run: Path, delay: float) -> subprocess.Popen:
     return proc
 
 
-@pytest.mark.slow
-def test_sigkill_mid_run_then_rerun_ends_with_the_uninterrupted_metrics(tmp_path):
-    reference = tmp_path / "reference"
+@pytest.fixture(scope="module")
+def uninterrupted_metrics(tmp_path_factory) -> list[dict]:
+    """metrics.jsonl of SLOW_RUN left alone: what every interrupted and resumed copy must match."""
+    reference = tmp_path_factory.mktemp("reference") / "run"
     assert cli([*SLOW_RUN, f"hydra.run.dir={reference}"]).returncode == 0
+    return read_metrics(reference)
 
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_rerun_ends_with_the_uninterrupted_metrics(
+    tmp_path, uninterrupted_metrics
+):
     run = tmp_path / "killed"
     proc = _inside_epoch_two(run, delay=0.3)
     proc.send_signal(signal.SIGKILL)
@@ -158,14 +165,12 @@ def test_sigkill_mid_run_then_rerun_ends_with_the_uninterrupted_metrics(tmp_path
     rerun = cli([*SLOW_RUN, f"hydra.run.dir={run}"])
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming from" in rerun.stderr
-    assert read_metrics(run) == read_metrics(reference)
+    assert read_metrics(run) == uninterrupted_metrics
     assert read_results(run)["status"] == "completed"
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tmp_path):
-    reference = tmp_path / "reference"
-    assert cli([*SLOW_RUN, f"hydra.run.dir={reference}"]).returncode == 0
+def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tmp_path, uninterrupted_metrics):
     run = tmp_path / "stopped"
     proc = _inside_epoch_two(run, delay=0.2)
     proc.send_signal(signal.SIGTERM)
@@ -177,7 +182,7 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tmp_path):
     rerun = cli([*SLOW_RUN, f"hydra.run.dir={run}"])
     assert rerun.returncode == 0, rerun.stderr
     assert "step" in rerun.stderr.split("resuming from", 1)[1].splitlines()[0]
-    assert read_metrics(run) == read_metrics(reference)
+    assert read_metrics(run) == uninterrupted_metrics
 
 
 def test_damaged_last_checkpoint_falls_back_to_the_previous_one(train_in_process, tmp_path):

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from dcutmix.config import run_name, validate
 from dcutmix.errors import ConfigError
 from dcutmix.report import read_run
+from dcutmix.results import Status
 from dcutmix.sweep.points import FastComposer, Sweep, check_points, grid_jobs
 
 CIFAR_TRAIN_IMAGES = 50_000
@@ -114,7 +115,7 @@ def plan_grid(
         if name in names:
             raise ConfigError(f"command line: two jobs would share the folder {name}")
         names.add(name)
-        done = folder is not None and read_run(folder / name).status == "completed"
+        done = folder is not None and read_run(folder / name).status == Status.COMPLETED
         complete += done
         out(f"{name}  {' '.join(job)}" + ("  [complete]" if done else ""))
         epochs += job_epochs

@@ -8,11 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dcutmix.errors import ConfigError
-from dcutmix.report import PROBLEM_ORDER, Run, collect_runs
-from dcutmix.tracking import read_json
+from dcutmix.files import read_json
+from dcutmix.report import Run, collect_runs
+from dcutmix.report.stats import PROBLEM_ORDER
+from dcutmix.results import Status
 
-# report.PROBLEM_ORDER lists running too; each state gets one line.
-STATE_ORDER = tuple(dict.fromkeys(("completed", "running", "pending", *PROBLEM_ORDER)))
+# report.stats.PROBLEM_ORDER lists running too; each state gets one line. "pending" is Slurm's
+# queue, not a run status.
+STATE_ORDER = tuple(dict.fromkeys((Status.COMPLETED, Status.RUNNING, "pending", *PROBLEM_ORDER)))
 # Pending reasons that waiting cannot clear: the request itself does not fit the cluster.
 STUCK_REASONS = frozenset(
     {
@@ -33,7 +36,14 @@ STUCK_REASONS = frozenset(
 )
 # Run states that end a job without a result and will not change by themselves.
 NEEDS_PERSON = frozenset(
-    {"failed", "diverged", "unfinished", "interrupted", "unreadable", "unknown"}
+    {
+        Status.FAILED,
+        Status.DIVERGED,
+        Status.UNFINISHED,
+        Status.INTERRUPTED,
+        Status.UNREADABLE,
+        Status.UNKNOWN,
+    }
 )
 
 
@@ -105,7 +115,7 @@ def report_status(folder: Path, out: Callable[[str], None] = print) -> int:
     by_state: dict[str, list[Run]] = {}
     for run in runs:
         # A folder without results while Slurm runs the sweep's jobs belongs to a job starting up.
-        state = "running" if run.status == "not started" and slurm_running else run.status
+        state = Status.RUNNING if run.status == Status.NOT_STARTED and slurm_running else run.status
         by_state.setdefault(state, []).append(run)
     out(
         f"sweep {record.get('name', folder.name)} in {folder}: {len(runs)} run folders, {len(pending)} jobs pending in Slurm"
@@ -125,9 +135,13 @@ def report_status(folder: Path, out: Callable[[str], None] = print) -> int:
             continue
         # An interrupted run whose Slurm job is queued again will resume by itself.
         person = [
-            r for r in members if state in NEEDS_PERSON and not (state == "interrupted" and queued)
+            r
+            for r in members
+            if state in NEEDS_PERSON and not (state == Status.INTERRUPTED and queued)
         ]
-        detail = "" if state != "running" else "  " + "; ".join(_run_line(r) for r in members[:3])
+        detail = (
+            "" if state != Status.RUNNING else "  " + "; ".join(_run_line(r) for r in members[:3])
+        )
         out(f"{state:<12} {len(members):4d}{detail}")
         for run in person:
             out(f"  needs a person: {_run_line(run)} [{run.path}]")
