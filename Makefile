@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint format demo bench slurm-up slurm-down clean
+.PHONY: install test test-fast lint format demo bench gpu-check gpu-wheels slurm-up slurm-down clean
 
 install: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,search]'
 	touch $(STAMP)
 
 test: install
@@ -45,6 +45,17 @@ demo: install
 
 bench: install
 	$(BIN)/python -m dcutmix.bench mixing
+
+# The GPU check: .venv's python where there is one, else the machine's python3, which (on the
+# bare GPU machine) installs the wheels of `make gpu-wheels` from .whl/ into a temporary folder.
+# Without CUDA it exits 3 at once; GPU_CHECK_ARGS=--quick runs a 60-second subset.
+GPU_CHECK_ARGS ?=
+GPU_PY := $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-check:
+	$(GPU_PY) -m dcutmix.gpu_check $(GPU_CHECK_ARGS)
+
+gpu-wheels:
+	PY=$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PY)) bash scripts/gpu_wheels.sh
 
 slurm-up:
 	bash .ci/slurm-up.sh

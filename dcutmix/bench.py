@@ -11,63 +11,93 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
+from dcutmix.mixing import MIXING_MODES, Mixer, build_mixer
 
-def _sync(device: torch.device) -> None:
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so a wall-clock time covers it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def time_interleaved(
-    fns: dict[str, Callable[[], object]], device: torch.device, rounds: int, reps: int
+def timed_rounds(
+    fns: Mapping[str, Callable[[int], object]], device: torch.device, rounds: int, reps: int = 1
 ) -> dict[str, float]:
-    """Median milliseconds per call of each function, measured in alternating rounds."""
+    """Median seconds per call of each function, measured in alternating rounds.
+
+    The one timing loop of every benchmark: each function first runs once as a warm-up
+    (allocator, lazy initialisation, workers) with argument 0, then in round r (1..rounds) each
+    runs ``reps`` times with argument r, one function after another, so a busy machine slows
+    all of them alike.
+    """
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():  # warm-up: allocator, lazy init
-        fn()
-    for _ in range(rounds):
+    for fn in fns.values():
+        fn(0)
+    for round_number in range(1, rounds + 1):
         for name, fn in fns.items():
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             for _ in range(reps):
-                fn()
-            _sync(device)
-            samples[name].append((time.perf_counter() - start) / reps * 1e3)
+                fn(round_number)
+            sync(device)
+            samples[name].append((time.perf_counter() - start) / reps)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def _mixing_calls(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> dict:
+def image_mixers(num_classes: int) -> dict[str, Mixer]:
+    """Every registered mode that mixes images, with its default settings.
+
+    A mode that cannot be built from its defaults or does not take an image batch (a mixer of
+    hidden features, say) is left out, so new image modes join the table by registering.
+    """
+    images = torch.rand(2, 3, 8, 8)
+    labels = torch.zeros(2, dtype=torch.long)
+    mixers = {}
+    for mode in MIXING_MODES:
+        try:
+            mixer = build_mixer(mode, num_classes=num_classes)
+            mixer(images, labels)
+        except (ValueError, TypeError, NotImplementedError):
+            continue
+        mixers[mode] = mixer
+    return mixers
+
+
+def _mixing_calls(
+    images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, mixers: dict
+) -> dict[str, Callable[[int], object]]:
     from torchvision.transforms import v2
 
-    from dcutmix.mixing import MIXING_MODES, build_mixer
-
     torchvision_cutmix = v2.CutMix(num_classes=100)
-    fns: dict[str, Callable[[], object]] = {
-        "clone": images.clone,
-        "torchvision_cutmix": lambda: torchvision_cutmix(images, labels),
+    fns: dict[str, Callable[[int], object]] = {
+        "clone": lambda _: images.clone(),
+        "torchvision_cutmix": lambda _: torchvision_cutmix(images, labels),
     }
-    for mode in MIXING_MODES:
-        mixer = build_mixer(mode, num_classes=100)
-        fns[mode] = lambda mixer=mixer: mixer(images, labels, generator=generator)
+    for mode, mixer in mixers.items():
+        fns[mode] = lambda _, mixer=mixer: mixer(images, labels, generator=generator)
     return fns
 
 
-def bench_mixing(device: torch.device, rounds: int) -> list[dict]:
-    """ms per batch of every mode vs torchvision's CutMix and a plain clone."""
-    from dcutmix.mixing import MIXING_MODES, build_mixer
-
+def bench_mixing(
+    device: torch.device, rounds: int, sizes: tuple[int, ...] = (32, 224)
+) -> list[dict]:
+    """ms per batch of every image mode vs torchvision's CutMix and a plain clone."""
+    mixers = image_mixers(num_classes=100)
     rows = []
     for batch, size in ((128, 32), (64, 224)):
+        if size not in sizes:
+            continue
         images = torch.rand(batch, 3, size, size, device=device)
         labels = torch.randint(0, 100, (batch,), device=device)
-        fns = _mixing_calls(images, labels, torch.Generator(device=device).manual_seed(0))
+        generator = torch.Generator(device=device).manual_seed(0)
+        fns = _mixing_calls(images, labels, generator, mixers)
         reps = 20 if size == 32 else 2
-        ms = time_interleaved(fns, device, rounds=rounds, reps=reps)
-        for mode in MIXING_MODES:
-            mixer = build_mixer(mode, num_classes=100)
+        ms = {k: v * 1e3 for k, v in timed_rounds(fns, device, rounds, reps).items()}
+        for mode, mixer in mixers.items():
             rows.append(
                 {
                     "device": device.type,
@@ -118,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--device", default="all", help="cpu, cuda, or all (cpu and, when present, cuda)"
     )
+    parser.add_argument(
+        "--size", choices=("32", "224", "all"), default="all", help="mixing: image sizes to time"
+    )
     args = parser.parse_args(argv)
     if args.device == "all":
         devices = [torch.device("cpu")] + (
@@ -127,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         devices = [torch.device(args.device)]
 
     if args.what == "mixing":
-        rows = [row for device in devices for row in bench_mixing(device, args.rounds)]
+        sizes = (32, 224) if args.size == "all" else (int(args.size),)
+        rows = [row for device in devices for row in bench_mixing(device, args.rounds, sizes)]
         if args.json:
             print(
                 json.dumps(

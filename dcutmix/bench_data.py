@@ -7,33 +7,16 @@ two alternate round by round, so a busy machine slows both alike.
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
+from dcutmix.bench import timed_rounds
 from dcutmix.data import DeviceLoader, classic_cifar_loader
 from dcutmix.data.settings import CIFAR_MEAN, CIFAR_STD
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def run_data_benchmark(
-    num_images: int = 10_000,
-    batch_size: int = 128,
-    workers: int = 2,
-    device: str = "cpu",
-    rounds: int = 5,
-) -> dict:
-    """Images/s of one training epoch with each loader, and their ratio (device / classic)."""
-    dev = torch.device(device)
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (num_images, 3, 32, 32), generator=generator, dtype=torch.uint8)
-    labels = torch.randint(0, 100, (num_images,), generator=generator)
+def _loaders(images: torch.Tensor, labels: torch.Tensor, batch_size: int, workers: int, dev):
     device_loader = DeviceLoader(
         images,
         labels,
@@ -52,6 +35,22 @@ def run_data_benchmark(
         batch_size=batch_size,
         num_workers=workers,
     )
+    return device_loader, classic
+
+
+def run_data_benchmark(
+    num_images: int = 10_000,
+    batch_size: int = 128,
+    workers: int = 2,
+    device: str = "cpu",
+    rounds: int = 5,
+) -> dict:
+    """Images/s of one training epoch with each loader, and their ratio (device / classic)."""
+    dev = torch.device(device)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (num_images, 3, 32, 32), generator=generator, dtype=torch.uint8)
+    labels = torch.randint(0, 100, (num_images,), generator=generator)
+    device_loader, classic = _loaders(images, labels, batch_size, workers, dev)
 
     def device_epoch(epoch: int) -> None:
         for _ in device_loader.epoch(epoch):
@@ -62,19 +61,11 @@ def run_data_benchmark(
             batch_images.to(dev, non_blocking=True)
             batch_labels.to(dev, non_blocking=True)
 
+    # round 0, the warm-up, also starts the classic loader's persistent workers
     epochs: dict[str, Callable[[int], None]] = {"device": device_epoch, "classic": classic_epoch}
-    seconds: dict[str, list[float]] = {name: [] for name in epochs}
-    for run in epochs.values():  # warm-up: allocator, the classic loader's persistent workers
-        run(0)
-    for epoch in range(1, rounds + 1):
-        for name, run in epochs.items():
-            _sync(dev)
-            start = time.perf_counter()
-            run(epoch)
-            _sync(dev)
-            seconds[name].append(time.perf_counter() - start)
+    seconds = timed_rounds(epochs, dev, rounds)
     per_epoch = len(device_loader) * batch_size
-    rate = {name: per_epoch / statistics.median(values) for name, values in seconds.items()}
+    rate = {name: per_epoch / value for name, value in seconds.items()}
     return {
         "device": dev.type,
         "num_images": num_images,

@@ -8,11 +8,11 @@ of a step that goes to data and mixing.
 
 from __future__ import annotations
 
-import statistics
-import time
+from collections.abc import Callable
 
 import torch
 
+from dcutmix.bench import timed_rounds
 from dcutmix.data import build_data
 from dcutmix.engine import Engine, EpochState, LRSchedule
 from dcutmix.losses import soft_target_cross_entropy
@@ -20,9 +20,44 @@ from dcutmix.mixing import build_mixer
 from dcutmix.models import build_model
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _fake_data(dev: torch.device, batch_size: int, steps: int, image_size: int):
+    return build_data(
+        {
+            "name": "fake",
+            "num_train": batch_size * steps,
+            "num_val": batch_size,
+            "num_classes": 10,
+            "image_size": image_size,
+            "channels": 3,
+            "loader": "device",
+        },
+        batch_size=batch_size,
+        device=dev,
+        seed=0,
+    )
+
+
+def _fresh(model_name: str, num_classes: int, dev: torch.device):
+    torch.manual_seed(0)
+    model = build_model(model_name, num_classes=num_classes, in_channels=3).to(dev)
+    return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+
+
+def _hand_written_epoch(model, optimizer, data, mixer, dev, amp_dtype) -> Callable[[int], None]:
+    """The minimal loop a user would write by hand around the same loader and mixer."""
+
+    def run(epoch: int) -> None:
+        generator = torch.Generator(device=dev).manual_seed(epoch)
+        for images, labels in data.train.epoch(epoch):
+            mixed, targets = mixer(images, labels, generator=generator)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(mixed)
+            loss = soft_target_cross_entropy(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    return run
 
 
 def run_train_benchmark(
@@ -37,53 +72,13 @@ def run_train_benchmark(
 ) -> dict:
     """Images/s of the engine vs a hand-written loop, and the data+mixing share of a step."""
     dev = torch.device(device)
-    num_train = batch_size * steps
-    data = build_data(
-        {
-            "name": "fake",
-            "num_train": num_train,
-            "num_val": batch_size,
-            "num_classes": 10,
-            "image_size": image_size,
-            "channels": 3,
-            "loader": "device",
-        },
-        batch_size=batch_size,
-        device=dev,
-        seed=0,
-    )
+    data = _fake_data(dev, batch_size, steps, image_size)
     mixer = build_mixer(mode, num_classes=data.num_classes)
     amp_dtype = torch.bfloat16 if (amp if amp is not None else dev.type == "cuda") else None
-
-    def fresh():
-        torch.manual_seed(0)
-        model = build_model(model_name, num_classes=data.num_classes, in_channels=3).to(dev)
-        return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
-
-    def autocast():
-        return torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None)
-
-    def hand_written(epoch: int) -> None:
-        generator = torch.Generator(device=dev).manual_seed(epoch)
-        for images, labels in data.train.epoch(epoch):
-            mixed, targets = mixer(images, labels, generator=generator)
-            with autocast():
-                logits = hand_model(mixed)
-            loss = soft_target_cross_entropy(logits, targets)
-            hand_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            hand_opt.step()
-
-    def framework(epoch: int) -> None:
-        engine.train_epoch(data.train.epoch(epoch), epoch, steps, EpochState())
-
-    def data_and_mixing(epoch: int) -> None:
-        generator = torch.Generator(device=dev).manual_seed(epoch)
-        for images, labels in data.train.epoch(epoch):
-            mixer(images, labels, generator=generator)
-
-    hand_model, hand_opt = fresh()
-    model, optimizer = fresh()
+    hand_written = _hand_written_epoch(
+        *_fresh(model_name, data.num_classes, dev), data, mixer, dev, amp_dtype
+    )
+    model, optimizer = _fresh(model_name, data.num_classes, dev)
     engine = Engine(
         model=model,
         optimizer=optimizer,
@@ -95,18 +90,20 @@ def run_train_benchmark(
         progress=False,
         log_every=50,
     )
+
+    def framework(epoch: int) -> None:
+        engine.train_epoch(data.train.epoch(epoch), epoch, steps, EpochState())
+
+    def data_and_mixing(epoch: int) -> None:
+        generator = torch.Generator(device=dev).manual_seed(epoch)
+        for images, labels in data.train.epoch(epoch):
+            mixer(images, labels, generator=generator)
+
     fns = {"hand_written": hand_written, "framework": framework, "data_and_mixing": data_and_mixing}
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        fn(1)  # warm-up
-    for r in range(rounds):
-        for name, fn in fns.items():
-            _sync(dev)
-            start = time.perf_counter()
-            fn(r + 2)
-            _sync(dev)
-            samples[name].append(time.perf_counter() - start)
-    seconds = {name: statistics.median(values) for name, values in samples.items()}
+    # epochs from 1: round 0 (the warm-up) trains epoch 1, round r epoch r + 1
+    seconds = timed_rounds(
+        {name: lambda r, fn=fn: fn(r + 1) for name, fn in fns.items()}, dev, rounds
+    )
     images = data.train.num_samples
     return {
         "device": dev.type,

@@ -44,6 +44,7 @@ class MixingConfig:
     alpha: float | None = MISSING
     prob: float = MISSING
     per_sample: bool | None = MISSING
+    compile: bool = MISSING  # torch.compile the mixer (dcutmix.mixing.compile_mixer)
 
 
 @dataclass
@@ -108,6 +109,8 @@ class TrainConfig:
     eval_only: bool = MISSING
     ckpt: str | None = MISSING
     sweep_name: str = MISSING
+    # What a run returns to a searching sweeper (lower is better): see dcutmix.sweep.objective.
+    objective: str = MISSING
     experiment_name: str | None = MISSING
     run_name: str = MISSING
 
@@ -290,6 +293,10 @@ def _validate_rest(cfg: DictConfig) -> None:
     parse_dataset(OmegaConf.to_container(cfg.dataset, resolve=True))
     if cfg.logger.name not in ("wandb", "none"):
         raise InputError("logger.name", f"{cfg.logger.name!r} is not one of wandb, none")
+    from dcutmix.sweep.objective import OBJECTIVES
+
+    if cfg.objective not in OBJECTIVES:
+        raise InputError("objective", f"{cfg.objective!r} is not one of {', '.join(OBJECTIVES)}")
     if cfg.eval_only and not cfg.ckpt:
         raise InputError("ckpt", "eval_only=true needs ckpt=PATH to a checkpoint file")
     if cfg.ckpt:
@@ -361,29 +368,23 @@ def _unwritable(path: Path, key: str) -> str | None:
 
 
 def precheck(overrides: list[str]) -> str | None:
-    """Compose and validate every point of the command line's grid before anything runs.
+    """Compose and validate every point of the command line's sweep before anything runs.
 
     Returns the first problem as one line, or None. Each swept key is tried value by value (the
-    other keys at their first value), which catches a bad value anywhere in a sweep at the cost of
-    one composition per value rather than per job.
+    other keys at their first value; an interval at both ends), which catches a bad value anywhere
+    in a sweep at the cost of one composition per value rather than per job.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from dcutmix.sweep.points import check_points, check_sweeper, read_sweep
 
     register()
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as error:
         return explain_composition_error(error)
-    fixed = [
-        o.input_line for o in parsed if not o.is_sweep_override() and not o.is_hydra_override()
-    ]
-    swept: dict[str, list[str]] = {}
-    for o in parsed:
-        if o.is_sweep_override() and not o.is_hydra_override():
-            swept[o.input_line.split("=", 1)[0]] = [str(v) for v in o.sweep_string_iterator()]
-
     for o in parsed:
         key = o.input_line.split("=", 1)[0]
         if key in ("hydra.run.dir", "hydra.sweep.dir") and not o.is_sweep_override():
@@ -393,23 +394,10 @@ def precheck(overrides: list[str]) -> str | None:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            base = compose(
-                "train",
-                overrides=fixed + [f"{k}={v[0]}" for k, v in swept.items()],
-                return_hydra_config=True,
-            )
-            for key, values in (base.hydra.sweeper.get("params") or {}).items():
-                if key not in swept:
-                    swept[key] = [v.strip() for v in str(values).split(",")]
-            points = [fixed + [f"{k}={v[0]}" for k, v in swept.items()]]
-            for key, values in swept.items():
-                for value in values[1:]:
-                    points.append(
-                        fixed + [f"{k}={value if k == key else v[0]}" for k, v in swept.items()]
-                    )
-            for point in points:
-                cfg = compose("train", overrides=point)
-                validate(cfg)
+            sweep = read_sweep(overrides)
+            check_sweeper(sweep)
+            for point in check_points(sweep):
+                validate(compose("train", overrides=point))
     except InputError as error:
         return str(error)
     except Exception as error:

@@ -224,7 +224,12 @@ class FrozenCodeMixin:
 
     def _freeze(self) -> None:
         assert self.hydra_context is not None and self.config is not None
-        snapshot = snapshot_code(Path(str(self.config.hydra.sweep.dir)).absolute())
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
+        # `dcutmix-sweep resume` runs from the sweep's own frozen copy: keep using it, not a copy.
+        own_copy = SOURCE_ROOT.parent == sweep_dir.resolve() and SOURCE_ROOT.name.startswith(
+            SNAPSHOT_NAME
+        )
+        snapshot = SOURCE_ROOT if own_copy else snapshot_code(sweep_dir)
         loader, moved = rebase_config_loader(
             self.hydra_context.config_loader, SOURCE_ROOT, snapshot
         )

@@ -29,7 +29,7 @@ from dcutmix.config import REPO_ROOT, resolve_milestones
 from dcutmix.distributed import Distributed, shard
 from dcutmix.engine import Diverged, Engine, EpochState, LRSchedule
 from dcutmix.errors import InputError, one_line
-from dcutmix.mixing import build_mixer
+from dcutmix.mixing import build_mixer, compile_mixer
 from dcutmix.progress import log
 from dcutmix.results import RunResult, Status
 from dcutmix.run_folder import RunFolder
@@ -166,6 +166,8 @@ def build(cfg: DictConfig, dist: Distributed, device: torch.device) -> Built:
         m.mode, num_classes=data.num_classes, k=m.k, alpha=m.alpha, prob=m.prob,
         per_sample=m.per_sample,
     )  # fmt: skip
+    if m.compile:
+        mixer = compile_mixer(mixer)
     return Built(data, model, mixer, count_parameters(model), run_config(cfg), device, dist)
 
 

@@ -69,9 +69,11 @@ def _run_locked(cfg: DictConfig, folder: RunFolder, dist: Distributed, device: t
     return lifecycle.fit(lifecycle.Fit(cfg, folder, built, training, engine, state, result), logger)
 
 
-def task(cfg: DictConfig) -> int:
-    """The Hydra task: one job. Failures are recorded in the run folder and turned into exit codes."""
+def task(cfg: DictConfig) -> float:
+    """The Hydra task: one job. Failures are recorded and turned into exit codes; returns the objective."""
     from hydra.core.hydra_config import HydraConfig
+
+    from dcutmix.sweep.objective import objective_value
 
     global _exit_code
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -90,7 +92,8 @@ def task(cfg: DictConfig) -> int:
         _record_failure(run_dir, cfg, one_line(error))
         code = 1
     _exit_code = max(_exit_code, code)
-    return code
+    # A searching sweeper minimises what the task returns; exit codes travel in _exit_code.
+    return objective_value(run_dir, cfg.objective, code)
 
 
 def _record_failure(run_dir: Path, cfg: DictConfig, message: str) -> None:
@@ -123,6 +126,7 @@ class SweepSummary(Callback):
                 "name": config.sweep_name,
                 "started_at": now_iso(),
                 "command": sys.argv[1:],
+                "cwd": os.getcwd(),
                 "launcher": config.hydra.launcher.get("_target_"),
             },
         )
@@ -189,8 +193,10 @@ def main() -> None:
             "hydra/hydra_logging=disabled",
         ]
     argv = sys.argv[1:]
-    if not _NO_PRECHECK_FLAGS.intersection(a.split("=")[0] for a in argv) and not os.environ.get(
-        "HYDRA_FULL_ERROR"
+    # Hydra shows its full report only for HYDRA_FULL_ERROR=1; the project's check steps aside then.
+    if (
+        not _NO_PRECHECK_FLAGS.intersection(a.split("=")[0] for a in argv)
+        and os.environ.get("HYDRA_FULL_ERROR") != "1"
     ):
         problem = precheck([a for a in argv if not a.startswith("-")])
         if problem:

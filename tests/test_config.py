@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from dcutmix.config import CONF_DIR, REPO_ROOT, register, resolve_milestones, run_name, validate
 from dcutmix.errors import ConfigError, InputError
 from dcutmix.reference import paper_results
+from dcutmix.sweep.points import values_to_check
 from tests.helpers.bad_config import SEMANTIC_CASES
 
 register()
@@ -109,9 +111,10 @@ def test_every_sweep_composes_and_names_itself(composer, sweep):
     assert cfg.sweep_name == sweep
     params = cfg.hydra.sweeper.params
     assert params, "a sweep declares its grid in hydra.sweeper.params"
-    # every value of every swept key composes
+    # every value of every swept key composes (both ends of a searched interval)
     for key, values in params.items():
-        for value in str(values).split(","):
+        override = OverridesParser.create().parse_overrides([f"{key}={values}"])[0]
+        for value in values_to_check(override):
             composer([f"+sweep={sweep}", f"{key}={value}"])
 
 

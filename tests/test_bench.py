@@ -1,0 +1,28 @@
+"""The benchmarks' shared timing loop and the mixing table's choice of modes."""
+
+from __future__ import annotations
+
+import torch
+
+from dcutmix.bench import bench_mixing, image_mixers, timed_rounds
+from dcutmix.mixing import MIXING_MODES
+
+
+def test_timed_rounds_warms_up_then_interleaves_the_rounds():
+    calls = []
+    fns = {name: (lambda r, name=name: calls.append((name, r))) for name in ("a", "b")}
+    seconds = timed_rounds(fns, torch.device("cpu"), rounds=2, reps=2)
+    warm_up = [("a", 0), ("b", 0)]
+    rounds = [(name, r) for r in (1, 2) for name in ("a", "b") for _ in range(2)]
+    assert calls == warm_up + rounds
+    assert set(seconds) == {"a", "b"} and all(v >= 0 for v in seconds.values())
+
+
+def test_mixing_table_has_every_registered_image_mode_with_its_defaults():
+    mixers = image_mixers(num_classes=100)
+    assert list(mixers) == list(MIXING_MODES)
+    rows = bench_mixing(torch.device("cpu"), rounds=1, sizes=(32,))
+    assert [r["mode"] for r in rows] == list(MIXING_MODES)
+    dcutmix = next(r for r in rows if r["mode"] == "dcutmix")
+    assert (dcutmix["k"], dcutmix["alpha"], dcutmix["image"]) == (5, 0.2, "3x32x32")
+    assert all(r["ms"] > 0 and r["x_clone"] > 0 for r in rows)
