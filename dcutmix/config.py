@@ -40,6 +40,20 @@ class MixingConfig:
     alpha: float | None = 0.2
     prob: float = 1.0
     per_sample: bool | None = None
+    # Settings of single modes (None: the mode's default): cutout's square side in pixels,
+    # fmix's spectral decay power, resizemix's [low, high] range of the patch's side scale.
+    length: int | None = None
+    decay: float | None = None
+    scale: list[float] | None = None
+
+
+def mixer_settings(mixing: Any) -> dict[str, Any]:
+    """build_mixer's keyword arguments from the ``mixing`` config (all but mode and num_classes)."""
+    keys = ("k", "alpha", "prob", "per_sample", "length", "decay", "scale")
+    settings = {key: mixing.get(key) for key in keys}
+    if settings["scale"] is not None:
+        settings["scale"] = list(settings["scale"])
+    return settings
 
 
 @dataclass
@@ -239,9 +253,7 @@ def validate(cfg: DictConfig) -> None:
     if m.mode not in MIXING_MODES:
         raise ConfigError(f"mixing.mode: {m.mode!r} is not one of {', '.join(MIXING_MODES)}")
     try:
-        build_mixer(
-            m.mode, num_classes=2, k=m.k, alpha=m.alpha, prob=m.prob, per_sample=m.per_sample
-        )
+        mixer = build_mixer(m.mode, num_classes=2, **mixer_settings(m))
     except ValueError as error:
         raise ConfigError(f"mixing.{error}") from None
 
@@ -269,7 +281,8 @@ def validate(cfg: DictConfig) -> None:
 
     from dcutmix.data import parse_dataset
 
-    parse_dataset(OmegaConf.to_container(cfg.dataset, resolve=True))
+    dataset = parse_dataset(OmegaConf.to_container(cfg.dataset, resolve=True))
+    _check_fits(mixer, dataset.image_size)
     if cfg.logger.name not in ("wandb", "none"):
         raise ConfigError(f"logger.name: {cfg.logger.name!r} is not one of wandb, none")
     if cfg.eval_only and not cfg.ckpt:
@@ -283,6 +296,17 @@ def validate(cfg: DictConfig) -> None:
                 pass
         except OSError as error:
             raise ConfigError(f"ckpt: {path} cannot be read ({error.strerror})") from None
+
+
+def _check_fits(mixer: Any, image_size: tuple[int, int]) -> None:
+    """A cutout square must fit in the dataset's images (known before any data is read)."""
+    length = getattr(mixer, "length", None)
+    if length is not None and length > min(image_size):
+        height, width = image_size
+        raise ConfigError(
+            f"mixing.length: {length} is larger than the dataset's {height}x{width} images; "
+            f"use at most {min(image_size)}"
+        )
 
 
 def explain_composition_error(error: BaseException) -> str:

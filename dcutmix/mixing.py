@@ -39,6 +39,7 @@ __all__ = [
     "NoMix",
     "ResizeMix",
     "build_mixer",
+    "mode_settings",
 ]
 
 MIXING_MODES: tuple[str, ...] = (
@@ -789,6 +790,12 @@ MODE_OPTIONS: dict[str, tuple[str, ...]] = {
     "decay": ("fmix",),
     "scale": ("resizemix",),
 }
+
+
+def mode_settings(mixer: Mixer) -> dict[str, object]:
+    """The settings only ``mixer``'s mode has (e.g. cutout's length), as plain values."""
+    values = {name: getattr(mixer, name) for name in getattr(mixer, "options", ())}
+    return {name: list(v) if isinstance(v, tuple) else v for name, v in values.items()}
 
 
 def build_mixer(

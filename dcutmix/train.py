@@ -28,6 +28,7 @@ from dcutmix import checkpoint as ckpt_io
 from dcutmix.config import (
     CONF_DIR,
     REPO_ROOT,
+    mixer_settings,
     register,
     resolve_device,
     resolve_milestones,
@@ -35,7 +36,7 @@ from dcutmix.config import (
 )
 from dcutmix.engine import Diverged, Engine, EpochState, LRSchedule
 from dcutmix.errors import ConfigError
-from dcutmix.mixing import build_mixer
+from dcutmix.mixing import build_mixer, mode_settings
 
 MIN_FREE_BYTES = 64 * 2**20
 _exit_code = 0
@@ -212,9 +213,7 @@ def _build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Opt
 def _run_config(cfg: DictConfig) -> dict:
     """The settings a report groups by, as stored in results.json."""
     m = cfg.mixing
-    mixer = build_mixer(
-        m.mode, num_classes=2, k=m.k, alpha=m.alpha, prob=m.prob, per_sample=m.per_sample
-    )
+    mixer = build_mixer(m.mode, num_classes=2, **mixer_settings(m))
     return {
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
@@ -224,6 +223,7 @@ def _run_config(cfg: DictConfig) -> dict:
             "alpha": mixer.alpha,
             "prob": mixer.prob,
             "per_sample": mixer.per_sample,
+            **mode_settings(mixer),
         },
         "seed": cfg.trainer.seed,
         "optimizer": cfg.optimizer.name,
@@ -313,14 +313,7 @@ def _train_run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.
         model.to(memory_format=torch.channels_last)
     num_params = count_parameters(model)
     m = cfg.mixing
-    mixer = build_mixer(
-        m.mode,
-        num_classes=data.num_classes,
-        k=m.k,
-        alpha=m.alpha,
-        prob=m.prob,
-        per_sample=m.per_sample,
-    )
+    mixer = build_mixer(m.mode, num_classes=data.num_classes, **mixer_settings(m))
     run_config = _run_config(cfg)
     run_name = cfg.run_name
 
