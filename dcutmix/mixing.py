@@ -540,13 +540,12 @@ def _check_scale(value: object) -> tuple[float, float]:
 
 
 class _NoWeights:
-    """Mixin for modes that draw no Beta weights: alpha must stay unset."""
+    """Mixin for modes that draw no Beta weights: like ``none``, they ignore alpha, so that one
+    sweep can set alpha for every mode it runs."""
 
     default_alpha = None
 
     def _check_alpha(self, alpha: float | None) -> None:
-        if alpha is not None:
-            raise ValueError(f"alpha: {self.mode} draws no Beta weights; leave alpha unset")
         return None
 
 

@@ -16,7 +16,10 @@ from tests.conftest import cli, read_results
 # (command-line overrides, the start of the message); each is checked by composing and validating
 # every point of its grid, exactly as `dcutmix-train` does before it launches anything.
 CONFIG_CASES = [
-    (["mixing=dcutmixx"], "mixing=dcutmixx: no such mixing option; choose one of cutmix, dcutmix"),
+    (
+        ["mixing=dcutmixx"],
+        "mixing=dcutmixx: no such mixing option; choose one of cutmix, cutout, dcutmix",
+    ),
     (["model=resnet50"], "model=resnet50: no such model option; choose one of pyramidnet110"),
     (["dataset=imagenet"], "dataset=imagenet: no such dataset option; choose one of"),
     (["+sweep=k_ablatoin"], "sweep=k_ablatoin: no such sweep option; choose one of alpha_ablation"),
@@ -47,6 +50,24 @@ CONFIG_CASES = [
     (["mixing.alpha=-1"], "mixing.alpha: must be a finite number > 0, got -1.0"),
     (["mixing.prob=1.5"], "mixing.prob: must be a number in [0, 1], got 1.5"),
     (["mixing.prob=-0.1"], "mixing.prob: must be a number in [0, 1], got -0.1"),
+    (["mixing=cutout", "mixing.length=0"], "mixing.length: must be a whole number >= 1, got 0"),
+    (["mixing=cutout", "mixing.length=-4"], "mixing.length: must be a whole number >= 1, got -4"),
+    (
+        ["mixing=cutout", "mixing.length=33"],
+        "mixing.length: 33 is larger than the dataset's 32x32 images; use at most 32",
+    ),
+    (
+        ["mixing=cutout", "dataset=fake", "dataset.image_size=[16,24]", "mixing.length=20"],
+        "mixing.length: 20 is larger than the dataset's 16x24 images; use at most 16",
+    ),
+    (["mixing=fmix", "mixing.alpha=0"], "mixing.alpha: must be a finite number > 0, got 0.0"),
+    (["mixing=fmix", "mixing.decay=0"], "mixing.decay: must be a finite number > 0, got 0.0"),
+    (["mixing=fmix", "mixing.decay=-3"], "mixing.decay: must be a finite number > 0, got -3.0"),
+    (
+        ["mixing=resizemix", "mixing.scale=[0.8,0.1]"],
+        "mixing.scale: must be a [low, high] pair with 0 < low <= high <= 1",
+    ),
+    (["mixing=mixup", "mixing.decay=3"], "mixing.decay: only fmix has this setting, not mixup"),
     (["optimizer.lr=0"], "optimizer.lr: must be a finite number > 0, got 0.0"),
     (["optimizer.lr=-0.1"], "optimizer.lr: must be a finite number > 0, got -0.1"),
     (["trainer.epochs=0"], "trainer.epochs: must be >= 1, got 0"),
@@ -107,6 +128,11 @@ def test_good_configs_pass_the_precheck():
     ("args", "message"),
     [
         (["mixing.k=1"], "error: mixing.k: dcutmix needs an integer k in [2, 64], got 1"),
+        (
+            ["mixing=cutout", "mixing.length=40"],
+            "error: mixing.length: 40 is larger than the dataset's 32x32 images",
+        ),
+        (["mixing=fmix", "mixing.decay=0"], "error: mixing.decay: must be a finite number > 0"),
         (
             ["-m", "+sweep=demo", "mixing.alpha=0"],
             "error: mixing.alpha: must be a finite number > 0",

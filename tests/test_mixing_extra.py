@@ -209,7 +209,6 @@ def test_prob_gates_whole_batches():
         ("cutout", {"length": -3}, "length: must be a whole number >= 1"),
         ("cutout", {"length": 2.5}, "length: must be a whole number >= 1"),
         ("cutout", {"length": True}, "length: must be a whole number >= 1"),
-        ("cutout", {"alpha": 1.0}, "alpha: cutout draws no Beta weights"),
         ("cutout", {"k": 2}, "k: cutout mixes no second image"),
         ("fmix", {"decay": 0}, "decay: must be a finite number > 0, got 0"),
         ("fmix", {"decay": -1.0}, "decay: must be a finite number > 0"),
@@ -221,7 +220,6 @@ def test_prob_gates_whole_batches():
         ("resizemix", {"scale": [0.1, 1.5]}, "scale: must be a [low, high] pair"),
         ("resizemix", {"scale": [0.1]}, "scale: must be a [low, high] pair"),
         ("resizemix", {"scale": "0.1,0.8"}, "scale: must be a [low, high] pair"),
-        ("resizemix", {"alpha": 1.0}, "alpha: resizemix draws no Beta weights"),
         ("mixup", {"length": 8}, "length: only cutout has this setting, not mixup"),
         ("fmix", {"scale": [0.1, 0.8]}, "scale: only resizemix has this setting, not fmix"),
         ("cutout", {"lenght": 8}, "lenght: not a mixing setting"),
@@ -237,6 +235,11 @@ def test_cutout_larger_than_the_images_is_refused():
     mixer = build_mixer("cutout", num_classes=2, length=9)
     with pytest.raises(ValueError, match="length: 9 is larger than the 8x12 images"):
         mixer(torch.rand(2, 3, 8, 12), torch.zeros(2, dtype=torch.long))
+
+
+def test_modes_without_weights_ignore_alpha_like_none():
+    for mode in ("none", "cutout", "resizemix"):
+        assert build_mixer(mode, num_classes=2, alpha=0.5).alpha is None
 
 
 def test_the_settings_show_in_repr_and_defaults_are_the_published_ones():
