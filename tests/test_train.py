@@ -131,10 +131,17 @@ SLOW_RUN = [
 ]
 
 
-def _inside_epoch_two(run: Path, delay: float) -> subprocess.Popen:
+def _inside_epoch_two(run: Path, delay: float, mode: str) -> subprocess.Popen:
     """Start SLOW_RUN in ``run`` and return once it is ``delay`` seconds into its second epoch."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dcutmix.train", *SLOW_RUN, f"hydra.run.dir={run}"],
+        [
+            sys.executable,
+            "-m",
+            "dcutmix.train",
+            *SLOW_RUN,
+            f"mixing={mode}",
+            f"hydra.run.dir={run}",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -144,18 +151,23 @@ def _inside_epoch_two(run: Path, delay: float) -> subprocess.Popen:
     return proc
 
 
+# fmix draws Fourier noise from the mixing generator besides the Beta and permutation draws
+RESUME_MODES = ("dcutmix", "fmix")
+
+
 @pytest.mark.slow
-def test_sigkill_mid_run_then_rerun_ends_with_the_uninterrupted_metrics(tmp_path):
+@pytest.mark.parametrize("mode", RESUME_MODES)
+def test_sigkill_mid_run_then_rerun_ends_with_the_uninterrupted_metrics(tmp_path, mode):
     reference = tmp_path / "reference"
-    assert cli([*SLOW_RUN, f"hydra.run.dir={reference}"]).returncode == 0
+    assert cli([*SLOW_RUN, f"mixing={mode}", f"hydra.run.dir={reference}"]).returncode == 0
 
     run = tmp_path / "killed"
-    proc = _inside_epoch_two(run, delay=0.3)
+    proc = _inside_epoch_two(run, delay=0.3, mode=mode)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert read_results(run)["status"] == "running"  # what a kill leaves behind
 
-    rerun = cli([*SLOW_RUN, f"hydra.run.dir={run}"])
+    rerun = cli([*SLOW_RUN, f"mixing={mode}", f"hydra.run.dir={run}"])
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming from" in rerun.stderr
     assert read_metrics(run) == read_metrics(reference)
@@ -163,25 +175,27 @@ def test_sigkill_mid_run_then_rerun_ends_with_the_uninterrupted_metrics(tmp_path
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("mode", RESUME_MODES)
+def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tmp_path, mode):
     reference = tmp_path / "reference"
-    assert cli([*SLOW_RUN, f"hydra.run.dir={reference}"]).returncode == 0
+    assert cli([*SLOW_RUN, f"mixing={mode}", f"hydra.run.dir={reference}"]).returncode == 0
     run = tmp_path / "stopped"
-    proc = _inside_epoch_two(run, delay=0.2)
+    proc = _inside_epoch_two(run, delay=0.2, mode=mode)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode != 0
     results = read_results(run)
     assert results["status"] == "interrupted", stderr
     assert "rerun the same command to resume" in results["error"]
-    rerun = cli([*SLOW_RUN, f"hydra.run.dir={run}"])
+    rerun = cli([*SLOW_RUN, f"mixing={mode}", f"hydra.run.dir={run}"])
     assert rerun.returncode == 0, rerun.stderr
     assert "step" in rerun.stderr.split("resuming from", 1)[1].splitlines()[0]
     assert read_metrics(run) == read_metrics(reference)
 
 
-def test_damaged_last_checkpoint_falls_back_to_the_previous_one(train_in_process, tmp_path):
-    overrides = ["trainer.epochs=3", "trainer.limit_train_batches=2"]
+@pytest.mark.parametrize("mode", RESUME_MODES)
+def test_damaged_last_checkpoint_falls_back_to_the_previous_one(train_in_process, tmp_path, mode):
+    overrides = ["trainer.epochs=3", "trainer.limit_train_batches=2", f"mixing={mode}"]
     _, reference = train_in_process(overrides, tmp_path / "reference")
     _, run = train_in_process(overrides, tmp_path / "run")
     # Make it look as if the run died after epoch 3's checkpoint was half written.
