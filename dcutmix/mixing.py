@@ -678,8 +678,10 @@ class ResizeMix(_NoWeights, Mixer):
 
     The project's reading: one tau, position and permutation per batch as in the original
     (``per_sample=True`` draws them per image); the shrink is an exact area (box-filter) resample,
-    which is antialiased, written as two matrix products so that the data-dependent patch size
-    never reaches the host: nothing synchronises, at the cost of full-frame products on the CPU.
+    which is antialiased, written as two products with resampling matrices built on the device,
+    so that the data-dependent patch size never reaches the host and nothing synchronises. On the
+    CPU a per-batch draw is read (host memory: no synchronisation) to cut the products to the
+    patch, which gives the same pixels at a fraction of the cost.
     """
 
     mode = "resizemix"
