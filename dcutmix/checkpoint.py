@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import warnings
@@ -13,22 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from dcutmix.errors import ConfigError
+from dcutmix.errors import InputError
+from dcutmix.files import atomic_torch_save
 
 CHECKPOINT_FORMAT = 1
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def atomic_save(obj: Any, path: Path, keep_previous: bool = True) -> None:
@@ -38,16 +25,7 @@ def atomic_save(obj: Any, path: Path, keep_previous: bool = True) -> None:
     (a disk fault, a copy cut short), ``load_latest`` falls back to it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if keep_previous and path.exists():
-        os.replace(path, previous_path(path))
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    atomic_torch_save(obj, path, keep_previous=previous_path(path) if keep_previous else None)
 
 
 def previous_path(path: Path) -> Path:
@@ -55,28 +33,29 @@ def previous_path(path: Path) -> Path:
 
 
 def load_file(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``; a damaged or unsafe file raises ConfigError."""
+    """Load a checkpoint with ``weights_only=True``; a damaged or unsafe file raises InputError."""
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise ConfigError(f"ckpt: {path} does not exist") from None
+        raise InputError("ckpt", f"{path} does not exist") from None
     except pickle.UnpicklingError as error:
         text = str(error)
         if "GLOBAL" in text or "Unsupported global" in text:
-            raise ConfigError(
-                f"ckpt: {path} carries pickled Python objects, which are refused for safety "
-                "(only tensors and plain containers load); re-save it as a state dict"
+            raise InputError(
+                "ckpt",
+                f"{path} carries pickled Python objects, which are refused for safety "
+                "(only tensors and plain containers load); re-save it as a state dict",
             ) from None
         detail = next(
             (line.strip() for line in text.splitlines() if "Unsupported" in line),
             "not a checkpoint",
         )
-        raise ConfigError(f"ckpt: {path} is damaged or not a checkpoint ({detail})") from None
+        raise InputError("ckpt", f"{path} is damaged or not a checkpoint ({detail})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"ckpt: {path} is damaged or not a checkpoint ({message})") from None
+        raise InputError("ckpt", f"{path} is damaged or not a checkpoint ({message})") from None
     if not isinstance(obj, dict):
-        raise ConfigError(f"ckpt: {path} holds a {type(obj).__name__}, not a checkpoint dict")
+        raise InputError("ckpt", f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
     return obj
 
 
@@ -91,7 +70,7 @@ def load_latest(path: Path, map_location: str | torch.device = "cpu") -> dict | 
             continue
         try:
             state = load_file(candidate, map_location)
-        except ConfigError as error:
+        except InputError as error:
             warnings.warn(f"{error}; trying the previous checkpoint", stacklevel=2)
             continue
         if state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
@@ -158,10 +137,48 @@ def extract_model_state(obj: dict) -> dict[str, torch.Tensor]:
     else:
         state = obj
     if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(
-            "ckpt: no model weights found (expected a 'model', 'net' or 'state_dict' entry)"
+        raise InputError(
+            "ckpt", "no model weights found (expected a 'model', 'net' or 'state_dict' entry)"
         )
     return {
         key.removeprefix("module.").removeprefix("_orig_mod."): value
         for key, value in state.items()
+    }
+
+
+def build_checkpoint(
+    model: torch.nn.Module,
+    epoch: int,
+    run_config: dict,
+    *,
+    val_top1_err: float | None = None,
+    training: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The dict a checkpoint file holds: ``best.pt`` (weights and the error that made them best)
+    or, given ``training`` (what resuming needs), ``last.pt``.
+
+    ``training`` holds ``optimizer``, ``scaler``, ``scheduler``, ``epoch_state``, ``history``,
+    ``best``, ``rng`` and ``wall_seconds``; the keys are written in the order of earlier files.
+    """
+    if training is None:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": model.state_dict(),
+            "epoch": epoch,
+            "run_config": run_config,
+            "val_top1_err": val_top1_err,
+        }
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": model.state_dict(),
+        "optimizer": training["optimizer"],
+        "scaler": training["scaler"],
+        "scheduler": training["scheduler"],
+        "epoch": epoch,
+        "epoch_state": training["epoch_state"],
+        "history": training["history"],
+        "best": training["best"],
+        "rng": training["rng"],
+        "wall_seconds": training["wall_seconds"],
+        "run_config": run_config,
     }

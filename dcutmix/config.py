@@ -3,7 +3,7 @@
 The schema is registered with Hydra's ConfigStore as ``train_schema`` and sits first in
 ``conf/train.yaml``'s defaults list, so a misspelled key or a value of the wrong type fails at
 composition, naming the key. ``validate`` then checks what types cannot express (ranges, files,
-devices), each failure one ``ConfigError`` line.
+devices), each failure one ``InputError`` line.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from dcutmix.errors import ConfigError
+from dcutmix.errors import InputError
 from dcutmix.mixing import MIXING_MODES, build_mixer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -33,18 +33,22 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 NONFINITE_POLICIES = ("stop", "skip")
 
 
+# The schema declares keys and types only. Every value lives in one place, the YAML of conf/ (each
+# option of a group sets every key of its group); tests/test_defaults.py checks both halves.
+
+
 @dataclass
 class MixingConfig:
-    mode: str = "dcutmix"
-    k: int | None = 5
-    alpha: float | None = 0.2
-    prob: float = 1.0
-    per_sample: bool | None = None
-    # Settings of single modes (None: the mode's default): cutout's square side in pixels,
+    mode: str = MISSING
+    k: int | None = MISSING
+    alpha: float | None = MISSING
+    prob: float = MISSING
+    per_sample: bool | None = MISSING
+    # Settings of single modes (null in every other mode's YAML): cutout's square side in pixels,
     # fmix's spectral decay power, resizemix's [low, high] range of the patch's side scale.
-    length: int | None = None
-    decay: float | None = None
-    scale: list[float] | None = None
+    length: int | None = MISSING
+    decay: float | None = MISSING
+    scale: list[float] | None = MISSING
 
 
 def mixer_settings(mixing: Any) -> dict[str, Any]:
@@ -58,52 +62,52 @@ def mixer_settings(mixing: Any) -> dict[str, Any]:
 
 @dataclass
 class OptimizerConfig:
-    name: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    name: str = MISSING
+    lr: float = MISSING
+    momentum: float = MISSING
+    nesterov: bool = MISSING
+    weight_decay: float = MISSING
+    betas: list[float] = MISSING
 
 
 @dataclass
 class SchedulerConfig:
-    name: str = "multistep"
+    name: str = MISSING
     # Fractions of the run (0 < m < 1) or absolute epochs (whole numbers >= 1).
-    milestones: list[float] = field(default_factory=lambda: [0.75, 0.9])
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-    min_lr: float = 0.0
+    milestones: list[float] = MISSING
+    gamma: float = MISSING
+    warmup_epochs: float = MISSING
+    min_lr: float = MISSING
 
 
 @dataclass
 class LoggerConfig:
-    name: str = "wandb"
-    project: str = "dcutmix"
-    entity: str | None = None
-    mode: str | None = None
-    tags: list[str] = field(default_factory=list)
+    name: str = MISSING
+    project: str = MISSING
+    entity: str | None = MISSING
+    mode: str | None = MISSING
+    tags: list[str] = MISSING
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 15
-    batch_size: int = 64
-    eval_batch_size: int | None = None
-    eval_every: int = 1
-    device: str = "auto"
-    seed: int = 0
-    deterministic: bool = False
-    num_workers: int = 2
-    amp: str = "auto"
-    channels_last: bool = False
-    compile: bool = False
-    limit_train_batches: int | None = None
-    limit_val_batches: int | None = None
-    log_every: int = 50
-    label_smoothing: float = 0.0
-    on_nonfinite: str = "stop"
-    save_best: bool = True
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int | None = MISSING
+    eval_every: int = MISSING
+    device: str = MISSING
+    seed: int = MISSING
+    deterministic: bool = MISSING
+    num_workers: int = MISSING
+    amp: str = MISSING
+    channels_last: bool = MISSING
+    compile: bool = MISSING
+    limit_train_batches: int | None = MISSING
+    limit_val_batches: int | None = MISSING
+    log_every: int = MISSING
+    label_smoothing: float = MISSING
+    on_nonfinite: str = MISSING
+    save_best: bool = MISSING
 
 
 @dataclass
@@ -115,10 +119,10 @@ class TrainConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    eval_only: bool = False
-    ckpt: str | None = None
-    sweep_name: str = "adhoc"
-    experiment_name: str | None = None
+    eval_only: bool = MISSING
+    ckpt: str | None = MISSING
+    sweep_name: str = MISSING
+    experiment_name: str | None = MISSING
     run_name: str = MISSING
 
 
@@ -181,21 +185,23 @@ def resolve_device(requested: str) -> torch.device:
     try:
         device = torch.device(requested)
     except RuntimeError:
-        raise ConfigError(
-            f"trainer.device: {requested!r} is not a device; use auto, cpu, cuda or cuda:N"
+        raise InputError(
+            "trainer.device", f"{requested!r} is not a device; use auto, cpu, cuda or cuda:N"
         ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(
-                "trainer.device: cuda was requested but CUDA is not available here; use auto or cpu"
+            raise InputError(
+                "trainer.device",
+                "cuda was requested but CUDA is not available here; use auto or cpu",
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"trainer.device: {requested} does not exist; this machine has {torch.cuda.device_count()} GPU(s)"
+            raise InputError(
+                "trainer.device",
+                f"{requested} does not exist; this machine has {torch.cuda.device_count()} GPU(s)",
             )
     elif device.type not in ("cpu", "mps"):
-        raise ConfigError(
-            f"trainer.device: {requested!r} is not supported; use auto, cpu, cuda or cuda:N"
+        raise InputError(
+            "trainer.device", f"{requested!r} is not supported; use auto, cpu, cuda or cuda:N"
         )
     return device
 
@@ -209,93 +215,105 @@ def resolve_milestones(milestones: list[float], epochs: int) -> list[int]:
         elif m >= 1 and float(m).is_integer():
             resolved.append(int(m))
         else:
-            raise ConfigError(
-                f"scheduler.milestones: {m} is neither a fraction in (0, 1) nor a whole epoch >= 1"
+            raise InputError(
+                "scheduler.milestones",
+                f"{m} is neither a fraction in (0, 1) nor a whole epoch >= 1",
             )
     for epoch in resolved:
         if epoch > epochs:
-            raise ConfigError(
-                f"scheduler.milestones: epoch {epoch} is after the run's last epoch ({epochs}); "
-                "use fractions such as 0.75 or epochs <= trainer.epochs"
+            raise InputError(
+                "scheduler.milestones",
+                f"epoch {epoch} is after the run's last epoch ({epochs}); "
+                "use fractions such as 0.75 or epochs <= trainer.epochs",
             )
     return sorted(resolved)
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check what the schema's types cannot; raise ConfigError naming the first bad key."""
-    t = cfg.trainer
+    """Check what the schema's types cannot; raise InputError naming the first bad key."""
+    _validate_trainer(cfg.trainer)
+    _validate_rest(cfg)
+
+
+def _validate_trainer(t: DictConfig) -> None:
     if t.epochs < 1:
-        raise ConfigError(f"trainer.epochs: must be >= 1, got {t.epochs}")
+        raise InputError("trainer.epochs", f"must be >= 1, got {t.epochs}")
     if t.batch_size < 1:
-        raise ConfigError(f"trainer.batch_size: must be >= 1, got {t.batch_size}")
+        raise InputError("trainer.batch_size", f"must be >= 1, got {t.batch_size}")
     for key in ("eval_batch_size", "limit_train_batches", "limit_val_batches"):
         value = t[key]
         if value is not None and value < 1:
-            raise ConfigError(f"trainer.{key}: must be >= 1 or null, got {value}")
+            raise InputError(f"trainer.{key}", f"must be >= 1 or null, got {value}")
     for key in ("eval_every", "log_every"):
         if t[key] < 1:
-            raise ConfigError(f"trainer.{key}: must be >= 1, got {t[key]}")
+            raise InputError(f"trainer.{key}", f"must be >= 1, got {t[key]}")
     if t.num_workers < 0:
-        raise ConfigError(f"trainer.num_workers: must be >= 0, got {t.num_workers}")
+        raise InputError("trainer.num_workers", f"must be >= 0, got {t.num_workers}")
     if t.amp not in AMP_MODES:
-        raise ConfigError(f"trainer.amp: {t.amp!r} is not one of {', '.join(AMP_MODES)}")
+        raise InputError("trainer.amp", f"{t.amp!r} is not one of {', '.join(AMP_MODES)}")
     if t.on_nonfinite not in NONFINITE_POLICIES:
-        raise ConfigError(
-            f"trainer.on_nonfinite: {t.on_nonfinite!r} is not one of {', '.join(NONFINITE_POLICIES)}"
+        raise InputError(
+            "trainer.on_nonfinite",
+            f"{t.on_nonfinite!r} is not one of {', '.join(NONFINITE_POLICIES)}",
         )
     if not 0.0 <= t.label_smoothing < 1.0:
-        raise ConfigError(f"trainer.label_smoothing: must be in [0, 1), got {t.label_smoothing}")
+        raise InputError("trainer.label_smoothing", f"must be in [0, 1), got {t.label_smoothing}")
     device = resolve_device(t.device)
     if t.amp == "fp16" and device.type != "cuda":
-        raise ConfigError("trainer.amp: fp16 needs a CUDA device; use auto, off or bf16")
+        raise InputError("trainer.amp", "fp16 needs a CUDA device; use auto, off or bf16")
 
-    m = cfg.mixing
+
+def _validate_rest(cfg: DictConfig) -> None:
+    t, m = cfg.trainer, cfg.mixing
     if m.mode not in MIXING_MODES:
-        raise ConfigError(f"mixing.mode: {m.mode!r} is not one of {', '.join(MIXING_MODES)}")
+        raise InputError("mixing.mode", f"{m.mode!r} is not one of {', '.join(MIXING_MODES)}")
     try:
         mixer = build_mixer(m.mode, num_classes=2, **mixer_settings(m))
     except ValueError as error:
-        raise ConfigError(f"mixing.{error}") from None
+        # The mixing library (torch only) raises ValueError("k: ..."); it names its argument first.
+        key, _, why = str(error).partition(": ")
+        raise InputError(f"mixing.{key}", why) from None
 
     o = cfg.optimizer
     if o.name not in OPTIMIZERS:
-        raise ConfigError(f"optimizer.name: {o.name!r} is not one of {', '.join(OPTIMIZERS)}")
+        raise InputError("optimizer.name", f"{o.name!r} is not one of {', '.join(OPTIMIZERS)}")
     if not (o.lr > 0 and math.isfinite(o.lr)):
-        raise ConfigError(f"optimizer.lr: must be a finite number > 0, got {o.lr}")
+        raise InputError("optimizer.lr", f"must be a finite number > 0, got {o.lr}")
     if o.weight_decay < 0:
-        raise ConfigError(f"optimizer.weight_decay: must be >= 0, got {o.weight_decay}")
+        raise InputError("optimizer.weight_decay", f"must be >= 0, got {o.weight_decay}")
     if not 0 <= o.momentum < 1:
-        raise ConfigError(f"optimizer.momentum: must be in [0, 1), got {o.momentum}")
+        raise InputError("optimizer.momentum", f"must be in [0, 1), got {o.momentum}")
 
     s = cfg.scheduler
     if s.name not in SCHEDULERS:
-        raise ConfigError(f"scheduler.name: {s.name!r} is not one of {', '.join(SCHEDULERS)}")
+        raise InputError("scheduler.name", f"{s.name!r} is not one of {', '.join(SCHEDULERS)}")
     if s.name == "multistep":
         resolve_milestones(list(s.milestones), t.epochs)
     if not 0 <= s.warmup_epochs < t.epochs:
-        raise ConfigError(
-            f"scheduler.warmup_epochs: must be in [0, trainer.epochs={t.epochs}), got {s.warmup_epochs}"
+        raise InputError(
+            "scheduler.warmup_epochs",
+            f"must be in [0, trainer.epochs={t.epochs}), got {s.warmup_epochs}",
         )
     if not 0 < s.gamma <= 1:
-        raise ConfigError(f"scheduler.gamma: must be in (0, 1], got {s.gamma}")
+        raise InputError("scheduler.gamma", f"must be in (0, 1], got {s.gamma}")
 
     from dcutmix.data import parse_dataset
 
     dataset = parse_dataset(OmegaConf.to_container(cfg.dataset, resolve=True))
     _check_fits(mixer, dataset.image_size)
     if cfg.logger.name not in ("wandb", "none"):
-        raise ConfigError(f"logger.name: {cfg.logger.name!r} is not one of wandb, none")
+        raise InputError("logger.name", f"{cfg.logger.name!r} is not one of wandb, none")
     if cfg.eval_only and not cfg.ckpt:
-        raise ConfigError("ckpt: eval_only=true needs ckpt=PATH to a checkpoint file")
+        raise InputError("ckpt", "eval_only=true needs ckpt=PATH to a checkpoint file")
     if cfg.ckpt:
         path = Path(cfg.ckpt).expanduser()
         if not path.is_file():
-            raise ConfigError(f"ckpt: {path} is not a file; give the path of a .pt checkpoint")
+            raise InputError("ckpt", f"{path} is not a file; give the path of a .pt checkpoint")
         try:
             with path.open("rb"):
                 pass
         except OSError as error:
-            raise ConfigError(f"ckpt: {path} cannot be read ({error.strerror})") from None
+            raise InputError("ckpt", f"{path} cannot be read ({error.strerror})") from None
 
 
 def _check_fits(mixer: Any, image_size: tuple[int, int]) -> None:
@@ -303,9 +321,10 @@ def _check_fits(mixer: Any, image_size: tuple[int, int]) -> None:
     length = getattr(mixer, "length", None)
     if length is not None and length > min(image_size):
         height, width = image_size
-        raise ConfigError(
-            f"mixing.length: {length} is larger than the dataset's {height}x{width} images; "
-            f"use at most {min(image_size)}"
+        raise InputError(
+            "mixing.length",
+            f"{length} is larger than the dataset's {height}x{width} images; "
+            f"use at most {min(image_size)}",
         )
 
 
@@ -416,7 +435,7 @@ def precheck(overrides: list[str]) -> str | None:
             for point in points:
                 cfg = compose("train", overrides=point)
                 validate(cfg)
-    except ConfigError as error:
+    except InputError as error:
         return str(error)
     except Exception as error:
         return explain_composition_error(error)

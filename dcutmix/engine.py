@@ -1,28 +1,26 @@
-"""The training and evaluation loops. The engine calls whatever mixer it is given; it knows no mode."""
+"""The training and evaluation loops. The engine calls whatever mixer it is given; it knows no mode.
+
+It depends only on torch and the leaf modules (losses, progress, seeding): nothing above it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dcutmix.losses import soft_target_cross_entropy
+from dcutmix.progress import Progress
+from dcutmix.seeding import derived_seed
 
 Mixer = Callable[..., tuple[Tensor, Tensor]]
-
-
-def derived_seed(*parts: int) -> int:
-    """A 63-bit seed that is a pure function of its integer parts (seed, epoch, step, purpose)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
 class LRSchedule:
@@ -106,39 +104,6 @@ class Diverged(Exception):
     def __init__(self, epoch: int, step: int) -> None:
         super().__init__(f"non-finite training loss at epoch {epoch}, step {step}")
         self.epoch, self.step = epoch, step
-
-
-class Progress:
-    """A one-line bar in a terminal; plain periodic lines otherwise (batch logs, Slurm)."""
-
-    def __init__(
-        self, total: int, desc: str, every: int, stream=sys.stderr, enabled: bool = True
-    ) -> None:
-        self.total, self.desc, self.every, self.stream = total, desc, every, stream
-        self.tty = enabled and stream.isatty()
-        self.enabled = enabled
-        self.start = time.perf_counter()
-
-    def update(self, done: int, loss: float | None) -> None:
-        if not self.enabled:
-            return
-        elapsed = time.perf_counter() - self.start
-        loss_text = "" if loss is None else f" loss {loss:.4f}"
-        if self.tty:
-            width = 30
-            filled = int(width * done / max(1, self.total))
-            self.stream.write(
-                f"\r{self.desc} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total}{loss_text} {elapsed:.1f}s"
-            )
-            self.stream.flush()
-        elif done % self.every == 0 and done < self.total:
-            self.stream.write(f"{self.desc} step {done}/{self.total}{loss_text} {elapsed:.1f}s\n")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 @dataclass

@@ -33,8 +33,9 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLaunche
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
 import dcutmix
-from dcutmix.errors import ConfigError
-from dcutmix.tracking import atomic_write_json, git_revision
+from dcutmix.errors import InputError
+from dcutmix.files import atomic_write_json
+from dcutmix.tracking import git_revision
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,10 @@ def snapshot_code(sweep_dir: Path, source_root: Path = SOURCE_ROOT) -> Path:
     """
     for name in _REQUIRED:
         if not (source_root / name).is_dir():
-            raise ConfigError(
-                f"hydra.launcher: cannot freeze the code, {source_root / name} is not a folder; "
-                "launch sweeps from a source checkout installed with `pip install -e .`"
+            raise InputError(
+                "hydra.launcher",
+                f"cannot freeze the code, {source_root / name} is not a folder; "
+                "launch sweeps from a source checkout installed with `pip install -e .`",
             )
     sweep_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".code-staging-", dir=sweep_dir))
@@ -293,8 +295,8 @@ class FrozenLocalLauncher(FrozenCodeMixin, LocalLauncher):
         if value is None:
             return 1
         if not isinstance(value, int) or value < 1:
-            raise ConfigError(
-                f"hydra.launcher.cpus_per_task: {value!r} is not a positive whole number of cores"
+            raise InputError(
+                "hydra.launcher.cpus_per_task", f"{value!r} is not a positive whole number of cores"
             )
         return value
 

@@ -1,4 +1,4 @@
-"""What a run records: crash-safe writes of its files, and its Weights & Biases run.
+"""What a run records in Weights & Biases, and the code revision it ran.
 
 Nothing here knows Hydra. Nothing about W&B may cost a training run: every failure of wandb
 turns into one warning line and a logger that does nothing.
@@ -6,17 +6,16 @@ turns into one warning line and a logger that does nothing.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dcutmix.errors import ConfigError
+from dcutmix.errors import InputError, one_line
+from dcutmix.files import atomic_write_text
+from dcutmix.results import Status
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
@@ -29,59 +28,6 @@ _MODE_ALIASES = {"dryrun": "offline", "run": "online"}
 # Upper bound on run.finish() waiting for uploads; whatever is left stays on disk for `wandb sync`.
 FINISH_TIMEOUT_S = 60.0
 GIT_TIMEOUT_S = 5.0
-# mkstemp makes owner-only files; results should get the permissions any new file would.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def append_jsonl(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> None:
-    """Append ``obj`` as one JSON line to ``path`` and make it durable before returning."""
-    line = json.dumps(obj) + "\n"
-    with open(path, "a", encoding="utf-8") as file:
-        file.write(line)
-        file.flush()
-        os.fsync(file.fileno())
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old file or the new, never a part."""
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            os.fchmod(fd, 0o666 & ~_UMASK)
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Replace ``path`` with ``obj`` as indented JSON, atomically (see ``atomic_write_text``)."""
-    # Serialise first, so an unserialisable object never touches the disk.
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-def read_json(path: str | os.PathLike[str]) -> Any | None:
-    """The JSON value stored in ``path``, or None when the file is missing or not valid JSON."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename itself is only durable once the directory entry is; some filesystems refuse this.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def flatten_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -139,8 +85,8 @@ def _resolve_mode(mode: str | None) -> str | None:
     """The requested mode (argument first, then WANDB_MODE), or None to decide from credentials."""
     if mode is not None:
         if mode not in MODES:
-            raise ConfigError(
-                f"logger.mode: {mode!r} is not one of {', '.join(MODES)}, or null for automatic"
+            raise InputError(
+                "logger.mode", f"{mode!r} is not one of {', '.join(MODES)}, or null for automatic"
             )
         return mode
     env_mode = os.environ.get("WANDB_MODE")
@@ -148,8 +94,8 @@ def _resolve_mode(mode: str | None) -> str | None:
         return None
     env_mode = _MODE_ALIASES.get(env_mode, env_mode)
     if env_mode not in MODES:
-        raise ConfigError(
-            f"WANDB_MODE: {env_mode!r} is not one of {', '.join(MODES)}; unset it for automatic"
+        raise InputError(
+            "WANDB_MODE", f"{env_mode!r} is not one of {', '.join(MODES)}; unset it for automatic"
         )
     return env_mode
 
@@ -218,68 +164,18 @@ class WandbLogger:
         # Absolute, so the printed `wandb sync` command works from any folder.
         run_dir = Path(run_dir).absolute()
         try:
-            import wandb
-            from wandb.sdk.lib.runid import generate_id
-
-            # The first wandb call in a process sets its terminal output for the whole process.
-            wandb.setup(wandb.Settings(silent=True, quiet=True))
-            resumed_id = _read_stripped(run_dir / RUN_ID_FILE)
-            run_id = resumed_id or generate_id()
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / RUN_ID_FILE, run_id + "\n")
+            resumed_id, run_id = _claim_run_id(run_dir)
         except Exception as error:
-            _warn(f"cannot start ({_one_line(error)}); training continues without W&B")
+            _warn(f"cannot start ({one_line(error)}); training continues without W&B")
             return NullLogger()
-
-        if requested is None:
-            requested = "online" if _has_credentials() else "offline"
-        elif requested == "online" and not _has_credentials():
-            # wandb would otherwise prompt for a key, and a prompt can block a job forever.
-            _warn("online mode asked for, but no API key (WANDB_API_KEY or netrc); logging offline")
-            requested = "offline"
-
-        def init(run_mode: str) -> Run:
-            return wandb.init(
-                dir=run_dir,
-                project=project,
-                entity=entity,
-                group=group,
-                name=name,
-                job_type=job_type,
-                tags=tags,
-                config=config,
-                id=run_id,
-                resume="allow",
-                mode=run_mode,
-                settings=wandb.Settings(
-                    init_timeout=init_timeout_s,
-                    login_timeout=init_timeout_s,
-                    finish_timeout=FINISH_TIMEOUT_S,
-                    reinit="finish_previous",
-                    silent=True,
-                    quiet=True,
-                    # The run folder keeps the console log already (Hydra's job log).
-                    console="off",
-                ),
-            )
-
-        run_mode = requested
-        try:
-            run = init(run_mode)
-        except Exception as error:
-            if run_mode != "online":
-                _warn(f"cannot start ({_one_line(error)}); training continues without W&B")
-                return NullLogger()
-            _warn(f"cannot reach W&B ({_one_line(error)}); logging offline instead")
-            run_mode = "offline"
-            try:
-                # The failed attempt still holds the run id in wandb's service; only a fresh
-                # service lets the offline run keep the id.
-                wandb.teardown()
-                run = init(run_mode)
-            except Exception as offline_error:
-                _warn(f"cannot start ({_one_line(offline_error)}); training continues without W&B")
-                return NullLogger()
+        init_args = {
+            "dir": run_dir, "project": project, "entity": entity, "group": group, "name": name,
+            "job_type": job_type, "tags": tags, "config": config, "id": run_id,
+            "resume": "allow",
+        }  # fmt: skip
+        run, run_mode = _init_or_fall_back(init_args, _usable_mode(requested), init_timeout_s)
+        if run is None:
+            return NullLogger()
         if run_mode == "offline":
             print(
                 f"wandb: offline run; upload it later with: wandb sync {run.settings.sync_dir}",
@@ -314,11 +210,11 @@ class WandbLogger:
         try:
             self._run.summary.update({**summary, "status": status})
         except Exception as error:
-            _warn(f"writing the run summary failed ({_one_line(error)})")
-        self._close(exit_code=0 if status == "completed" else 1)
+            _warn(f"writing the run summary failed ({one_line(error)})")
+        self._close(exit_code=0 if status == Status.COMPLETED else 1)
 
     def _give_up(self, error: Exception) -> None:
-        _warn(f"logging failed ({_one_line(error)}); training continues without W&B")
+        _warn(f"logging failed ({one_line(error)}); training continues without W&B")
         self._close(exit_code=1)
 
     def _close(self, exit_code: int) -> None:
@@ -330,9 +226,68 @@ class WandbLogger:
         try:
             run.finish(exit_code=exit_code)
         except Exception as error:
-            _warn(f"closing the run failed ({_one_line(error)}); its files stay in {run.dir}")
+            _warn(f"closing the run failed ({one_line(error)}); its files stay in {run.dir}")
 
 
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+def _claim_run_id(run_dir: Path) -> tuple[str, str]:
+    """(the id this folder's earlier attempt used or "", the id to use), kept in the folder."""
+    import wandb
+    from wandb.sdk.lib.runid import generate_id
+
+    # The first wandb call in a process sets its terminal output for the whole process.
+    wandb.setup(wandb.Settings(silent=True, quiet=True))
+    resumed_id = _read_stripped(run_dir / RUN_ID_FILE)
+    run_id = resumed_id or generate_id()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / RUN_ID_FILE, run_id + "\n")
+    return resumed_id, run_id
+
+
+def _usable_mode(requested: str | None) -> str:
+    """The mode to start in: automatic is online only with credentials, and so is online."""
+    if requested is None:
+        return "online" if _has_credentials() else "offline"
+    if requested == "online" and not _has_credentials():
+        # wandb would otherwise prompt for a key, and a prompt can block a job forever.
+        _warn("online mode asked for, but no API key (WANDB_API_KEY or netrc); logging offline")
+        return "offline"
+    return requested
+
+
+def _init(init_args: dict[str, Any], run_mode: str, timeout_s: float) -> Run:
+    import wandb
+
+    settings = wandb.Settings(
+        init_timeout=timeout_s,
+        login_timeout=timeout_s,
+        finish_timeout=FINISH_TIMEOUT_S,
+        reinit="finish_previous",
+        silent=True,
+        quiet=True,
+        # The run folder keeps the console log already (Hydra's job log).
+        console="off",
+    )
+    return wandb.init(**init_args, mode=run_mode, settings=settings)
+
+
+def _init_or_fall_back(
+    init_args: dict[str, Any], run_mode: str, timeout_s: float
+) -> tuple[Run | None, str]:
+    """The started run and its mode; an unreachable server means offline, anything else no run."""
+    import wandb
+
+    try:
+        return _init(init_args, run_mode, timeout_s), run_mode
+    except Exception as error:
+        if run_mode != "online":
+            _warn(f"cannot start ({one_line(error)}); training continues without W&B")
+            return None, run_mode
+        _warn(f"cannot reach W&B ({one_line(error)}); logging offline instead")
+    try:
+        # The failed attempt still holds the run id in wandb's service; only a fresh service
+        # lets the offline run keep the id.
+        wandb.teardown()
+        return _init(init_args, "offline", timeout_s), "offline"
+    except Exception as offline_error:
+        _warn(f"cannot start ({one_line(offline_error)}); training continues without W&B")
+        return None, "offline"

@@ -1,18 +1,14 @@
-"""Shared helpers: compose-and-train in process, and the real command line in a subprocess."""
+"""Fixtures; the helpers themselves live in tests/helpers (re-exported here for older imports)."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from dcutmix.config import CONF_DIR, REPO_ROOT, register
+from dcutmix.config import register
+from tests.helpers.runs import FAST, cli, compose_config, read_metrics, read_results
 
 register()
 
@@ -20,16 +16,7 @@ register()
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-FAST = ["logger=none", "trainer.device=cpu", "run_name=test"]
-
-
-def compose_config(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("train", overrides=[*FAST, *overrides])
-    finally:
-        GlobalHydra.instance().clear()
+__all__ = ["FAST", "cli", "compose_config", "read_metrics", "read_results"]
 
 
 @pytest.fixture
@@ -42,31 +29,3 @@ def train_in_process():
         return train_run(cfg, run_dir), run_dir
 
     return run
-
-
-def cli(args: list[str], cwd: Path | None = None, timeout: float = 300, env: dict | None = None):
-    """``python -m dcutmix.train ARGS`` as a user would run it."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "dcutmix.train", *args],
-        cwd=cwd or REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
-
-
-def read_results(run_dir: Path) -> dict:
-    return json.loads((run_dir / "results.json").read_text())
-
-
-def read_metrics(run_dir: Path, drop_timing: bool = True) -> list[dict]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    if drop_timing:
-        rows = [
-            {k: v for k, v in r.items() if k not in ("epoch_seconds", "images_per_second")}
-            for r in rows
-        ]
-    return rows

@@ -31,7 +31,7 @@ from dcutmix.checkpoint import extract_model_state, load_file
 from dcutmix.data import build_data
 from dcutmix.models import build_model
 from dcutmix.train import train_run
-from tests.conftest import compose_config, read_results
+from tests.helpers.runs import compose_config, read_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 QUICK = ["--max-images", "64", "--directions", "1", "--sigmas", "0,0.01", "--device", "cpu"]

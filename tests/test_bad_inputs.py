@@ -11,7 +11,8 @@ import torch
 
 from dcutmix.config import precheck
 from dcutmix.errors import ConfigError
-from tests.conftest import cli, read_results
+from tests.helpers.bad_config import SEMANTIC_CASES
+from tests.helpers.runs import cli, read_results
 
 # (command-line overrides, the start of the message); each is checked by composing and validating
 # every point of its grid, exactly as `dcutmix-train` does before it launches anything.
@@ -39,59 +40,11 @@ CONFIG_CASES = [
         ["optimizer.lr=fast"],
         "optimizer.lr: Value 'fast' of type 'str' could not be converted to Float",
     ),
-    (["mixing.k=1"], "mixing.k: dcutmix needs an integer k in [2, 64], got 1"),
-    (["mixing=dmixup", "mixing.k=0"], "mixing.k: dmixup needs an integer k in [2, 64], got 0"),
-    (
-        ["mixing=mixup", "mixing.k=3"],
-        "mixing.k: mixup mixes exactly 2 images, so k must be 2 or omitted; got 3",
-    ),
-    (["mixing=cutmix", "mixing.k=5"], "mixing.k: cutmix mixes exactly 2 images"),
-    (["mixing.alpha=0"], "mixing.alpha: must be a finite number > 0, got 0.0"),
-    (["mixing.alpha=-1"], "mixing.alpha: must be a finite number > 0, got -1.0"),
-    (["mixing.prob=1.5"], "mixing.prob: must be a number in [0, 1], got 1.5"),
-    (["mixing.prob=-0.1"], "mixing.prob: must be a number in [0, 1], got -0.1"),
-    (["mixing=cutout", "mixing.length=0"], "mixing.length: must be a whole number >= 1, got 0"),
-    (["mixing=cutout", "mixing.length=-4"], "mixing.length: must be a whole number >= 1, got -4"),
-    (
-        ["mixing=cutout", "mixing.length=33"],
-        "mixing.length: 33 is larger than the dataset's 32x32 images; use at most 32",
-    ),
-    (
-        ["mixing=cutout", "dataset=fake", "dataset.image_size=[16,24]", "mixing.length=20"],
-        "mixing.length: 20 is larger than the dataset's 16x24 images; use at most 16",
-    ),
-    (["mixing=fmix", "mixing.alpha=0"], "mixing.alpha: must be a finite number > 0, got 0.0"),
-    (["mixing=fmix", "mixing.decay=0"], "mixing.decay: must be a finite number > 0, got 0.0"),
-    (["mixing=fmix", "mixing.decay=-3"], "mixing.decay: must be a finite number > 0, got -3.0"),
-    (
-        ["mixing=resizemix", "mixing.scale=[0.8,0.1]"],
-        "mixing.scale: must be a [low, high] pair with 0 < low <= high <= 1",
-    ),
-    (["mixing=mixup", "mixing.decay=3"], "mixing.decay: only fmix has this setting, not mixup"),
-    (["optimizer.lr=0"], "optimizer.lr: must be a finite number > 0, got 0.0"),
-    (["optimizer.lr=-0.1"], "optimizer.lr: must be a finite number > 0, got -0.1"),
-    (["trainer.epochs=0"], "trainer.epochs: must be >= 1, got 0"),
-    (["trainer.batch_size=0"], "trainer.batch_size: must be >= 1, got 0"),
-    (
-        ["trainer.epochs=10", "scheduler.milestones=[5,20]"],
-        "scheduler.milestones: epoch 20 is after the run's last epoch (10)",
-    ),
-    (
-        ["scheduler.milestones=[1.5]"],
-        "scheduler.milestones: 1.5 is neither a fraction in (0, 1) nor a whole epoch",
-    ),
-    (
-        ["scheduler=cosine", "scheduler.warmup_epochs=20"],
-        "scheduler.warmup_epochs: must be in [0, trainer.epochs=15)",
-    ),
     (
         ["optimizer=rmsprop"],
         "optimizer=rmsprop: no such optimizer option; choose one of adamw, sgd",
     ),
-    (["trainer.amp=fp8"], "trainer.amp: 'fp8' is not one of auto, off, bf16, fp16"),
     (["trainer.on_nonfinite=ignore"], "trainer.on_nonfinite: 'ignore' is not one of stop, skip"),
-    (["eval_only=true"], "ckpt: eval_only=true needs ckpt=PATH to a checkpoint file"),
-    (["eval_only=true", "ckpt=/no/such/model.pt"], "ckpt: /no/such/model.pt is not a file"),
     (
         ["mixing=dcutmix,mixup", "mixing.alpha=0.5,0"],
         "mixing.alpha: must be a finite number > 0, got 0.0",
@@ -101,8 +54,11 @@ CONFIG_CASES = [
 ]
 
 
+ALL_CASES = CONFIG_CASES + SEMANTIC_CASES
+
+
 @pytest.mark.parametrize(
-    ("overrides", "message"), CONFIG_CASES, ids=[" ".join(c[0]) for c in CONFIG_CASES]
+    ("overrides", "message"), ALL_CASES, ids=[" ".join(c[0]) for c in ALL_CASES]
 )
 def test_bad_config_values(overrides, message):
     problem = precheck(["trainer.device=cpu", *overrides])

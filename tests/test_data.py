@@ -26,7 +26,7 @@ from dcutmix.data import (
     pil_transform,
 )
 from dcutmix.errors import ConfigError
-from tests.helpers_cifar import write_cifar10, write_cifar100
+from tests.helpers.cifar import write_cifar10, write_cifar100
 
 CPU = torch.device("cpu")
 LOADERS = ("device", "torch")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import cli, read_metrics, read_results
+from tests.helpers.runs import cli, read_metrics, read_results
 
 # Same global batch (64) in both runs; each of two ranks trains on its half. No mixing and a
 # fixed data order make the gradients the same up to batch-norm statistics, which each rank

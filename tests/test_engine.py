@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from dcutmix.config import resolve_milestones
-from dcutmix.engine import Diverged, Engine, EpochState, LRSchedule, derived_seed
+from dcutmix.engine import Diverged, Engine, EpochState, LRSchedule
 from dcutmix.mixing import build_mixer
-from tests.conftest import read_metrics, read_results
+from dcutmix.seeding import derived_seed
+from tests.helpers.runs import read_metrics, read_results
 
 
 def test_multistep_schedule_uses_fractions_of_the_run():

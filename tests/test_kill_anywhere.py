@@ -3,7 +3,7 @@ ever left partial, and the finished metrics are those of a run that was never in
 
 Moments are events in the run folder (a file created, renamed into place or closed after writing),
 seen through Linux inotify so that a kill lands within microseconds of the event: for instance
-while ``checkpoints/.last.pt.tmp-<pid>`` is being written.
+while ``checkpoints/.last.pt.<random>.tmp`` is being written.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pytest
 from dcutmix.checkpoint import load_file
 from dcutmix.config import REPO_ROOT
 from dcutmix.errors import ConfigError
-from tests.conftest import read_metrics, read_results
+from tests.helpers.runs import read_metrics, read_results
 
 pytestmark = [
     pytest.mark.slow,
@@ -49,14 +49,20 @@ PROCESS_TIMEOUT = 180.0
 _IN_CLOSE_WRITE, _IN_MOVED_TO, _IN_CREATE = 0x8, 0x80, 0x100
 _EVENT_HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
 
+
+def _temporary_of(name: str, target: str) -> bool:
+    """Whether ``name`` is dcutmix.files' temporary for ``target`` (``.<target>.<random>.tmp``)."""
+    return name.startswith(f".{target}.") and name.endswith(".tmp")
+
+
 # What the trainer does to its folder, as (folder, file name test, inotify event).
 EVENTS = {
     "results": ("run", lambda name: name == "results.json", _IN_MOVED_TO),
     "row": ("run", lambda name: name == "metrics.jsonl", _IN_CLOSE_WRITE),
     "metrics_rewrite": ("run", lambda name: name.startswith(".metrics.jsonl."), _IN_CREATE),
-    "checkpoint_write": ("checkpoints", lambda name: name.startswith(".last.pt.tmp-"), _IN_CREATE),
+    "checkpoint_write": ("checkpoints", lambda name: _temporary_of(name, "last.pt"), _IN_CREATE),
     "checkpoint_saved": ("checkpoints", lambda name: name == "last.pt", _IN_MOVED_TO),
-    "best_write": ("checkpoints", lambda name: name.startswith(".best.pt.tmp-"), _IN_CREATE),
+    "best_write": ("checkpoints", lambda name: _temporary_of(name, "best.pt"), _IN_CREATE),
 }
 
 
@@ -264,7 +270,7 @@ def _kill_everywhere(tmp_path: Path) -> tuple[list[Kill], list[Path]]:
                 pytest.fail(f"after a kill at {moment}: {error}\n{history}")
             # A good checkpoint is never replaced by a partial or an older one.
             assert after.saved >= before.saved, f"{moment}: {before} -> {after}\n{history}"
-            temp_left = (run / "checkpoints" / f".last.pt.tmp-{proc.pid}").exists()
+            temp_left = any((run / "checkpoints").glob(".last.pt.*.tmp"))
             kills.append(Kill(moment, run, before, after, temp_left))
         _finish(run, tmp_path / f"{run.name}.log")
         finished.append(run)
@@ -297,7 +303,7 @@ def test_sigkill_at_twenty_moments_then_rerun_gives_the_uninterrupted_metrics(tm
         results = read_results(done)
         assert results["status"] == "completed" and results["epochs_completed"] == EPOCHS
         assert results["top1_err_last"] == read_results(reference)["top1_err_last"]
-        assert not list((done / "checkpoints").glob(".*.tmp-*")), (
+        assert not list((done / "checkpoints").glob(".*.tmp")), (
             "a rerun left a stale temporary file"
         )
     print(f"\n{summary}\n{len(kills)} kills in {time.monotonic() - started:.0f}s")

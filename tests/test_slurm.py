@@ -24,7 +24,7 @@ from conftest_slurm import (
     wait_until,
 )
 
-from tests.conftest import read_metrics
+from tests.helpers.runs import read_metrics
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

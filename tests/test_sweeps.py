@@ -20,7 +20,7 @@ from dcutmix.config import CONF_DIR, register, validate
 from dcutmix.mixing import MIXING_MODES
 from dcutmix.report import collect_runs, summarise
 from dcutmix.report import main as report_main
-from tests.conftest import cli, read_metrics, read_results
+from tests.helpers.runs import cli, read_metrics, read_results
 
 register()
 

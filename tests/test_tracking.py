@@ -1,4 +1,4 @@
-"""Run-folder writes and the W&B logger, checked against the files the real wandb client writes."""
+"""The W&B logger, checked against the files the real wandb client writes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,13 +21,10 @@ from dcutmix.tracking import (
     NullLogger,
     WandbLogger,
     _has_credentials,
-    append_jsonl,
-    atomic_write_json,
     flatten_config,
     git_revision,
-    read_json,
 )
-from tests.wandb_files import read_wandb_parts, read_wandb_run
+from tests.helpers.wandb_files import read_wandb_parts, read_wandb_run
 
 NESTED_CONFIG = {
     "dataset": {"name": "digits", "root": "/data"},
@@ -321,74 +317,6 @@ def test_an_unreachable_server_costs_a_bounded_wait_and_falls_back_to_offline(
     record = read_wandb_run(tmp_path)
     assert logged_epochs(record["history"]) == [1]
     assert record["exit_code"] == 0
-
-
-def test_atomic_write_json_replaces_the_file_and_leaves_no_temporaries(tmp_path: Path) -> None:
-    path = tmp_path / "results.json"
-    atomic_write_json(path, {"status": "running"})
-    atomic_write_json(path, {"status": "completed", "top1_err_last": 4.2})
-
-    assert json.loads(path.read_text()) == {"status": "completed", "top1_err_last": 4.2}
-    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
-    umask = os.umask(0)
-    os.umask(umask)
-    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
-
-
-def test_atomic_write_json_of_an_unserialisable_object_keeps_the_old_file(tmp_path: Path) -> None:
-    path = tmp_path / "results.json"
-    atomic_write_json(path, {"status": "running"})
-    with pytest.raises(TypeError):
-        atomic_write_json(path, {"status": object()})
-
-    assert json.loads(path.read_text()) == {"status": "running"}
-    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
-
-
-def test_atomic_write_json_is_never_seen_half_written(tmp_path: Path) -> None:
-    path = tmp_path / "results.json"
-    atomic_write_json(path, {"n": 0, "pad": "x" * 200_000})
-    seen, failures, stop = [], [], threading.Event()
-
-    def reader() -> None:
-        while not stop.is_set():
-            try:
-                seen.append(json.loads(path.read_text())["n"])
-            except (json.JSONDecodeError, OSError) as error:
-                failures.append(error)
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    try:
-        for n in range(1, 60):
-            atomic_write_json(path, {"n": n, "pad": "x" * 200_000})
-    finally:
-        stop.set()
-        thread.join()
-
-    assert failures == []
-    assert len(seen) > 1
-    assert seen == sorted(seen)
-
-
-def test_append_jsonl_appends_one_line_per_object(tmp_path: Path) -> None:
-    path = tmp_path / "metrics.jsonl"
-    append_jsonl(path, {"epoch": 1, "val_top1_err": 10.0})
-    append_jsonl(path, {"epoch": 2, "val_top1_err": None})
-
-    lines = path.read_text().splitlines()
-    assert [json.loads(line) for line in lines] == [
-        {"epoch": 1, "val_top1_err": 10.0},
-        {"epoch": 2, "val_top1_err": None},
-    ]
-
-
-def test_read_json_is_none_for_a_missing_or_damaged_file(tmp_path: Path) -> None:
-    (tmp_path / "cut.json").write_text('{"status": "runn')
-    assert read_json(tmp_path / "missing.json") is None
-    assert read_json(tmp_path / "cut.json") is None
-    atomic_write_json(tmp_path / "ok.json", [1, 2])
-    assert read_json(tmp_path / "ok.json") == [1, 2]
 
 
 def test_flatten_config_joins_nested_keys_with_dots() -> None:

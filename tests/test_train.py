@@ -7,13 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
 from dcutmix.mixing import MIXING_MODES
-from tests.conftest import cli, compose_config, read_metrics, read_results
+from tests.helpers.runs import cli, compose_config, read_metrics, read_results
 
 METRIC_KEYS = {
     "epoch",
@@ -155,12 +156,27 @@ def _inside_epoch_two(run: Path, delay: float, mode: str) -> subprocess.Popen:
 RESUME_MODES = ("dcutmix", "fmix")
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_metrics(tmp_path_factory) -> Callable[[str], list[dict]]:
+    """metrics.jsonl of SLOW_RUN left alone, per mode (each trained once per module): what every
+    interrupted and resumed copy must match."""
+    cache: dict[str, list[dict]] = {}
+
+    def metrics(mode: str) -> list[dict]:
+        if mode not in cache:
+            reference = tmp_path_factory.mktemp(f"reference-{mode}") / "run"
+            assert cli([*SLOW_RUN, f"mixing={mode}", f"hydra.run.dir={reference}"]).returncode == 0
+            cache[mode] = read_metrics(reference)
+        return cache[mode]
+
+    return metrics
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", RESUME_MODES)
-def test_sigkill_mid_run_then_rerun_ends_with_the_uninterrupted_metrics(tmp_path, mode):
-    reference = tmp_path / "reference"
-    assert cli([*SLOW_RUN, f"mixing={mode}", f"hydra.run.dir={reference}"]).returncode == 0
-
+def test_sigkill_mid_run_then_rerun_ends_with_the_uninterrupted_metrics(
+    tmp_path, uninterrupted_metrics, mode
+):
     run = tmp_path / "killed"
     proc = _inside_epoch_two(run, delay=0.3, mode=mode)
     proc.send_signal(signal.SIGKILL)
@@ -170,15 +186,13 @@ def test_sigkill_mid_run_then_rerun_ends_with_the_uninterrupted_metrics(tmp_path
     rerun = cli([*SLOW_RUN, f"mixing={mode}", f"hydra.run.dir={run}"])
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming from" in rerun.stderr
-    assert read_metrics(run) == read_metrics(reference)
+    assert read_metrics(run) == uninterrupted_metrics(mode)
     assert read_results(run)["status"] == "completed"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", RESUME_MODES)
-def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tmp_path, mode):
-    reference = tmp_path / "reference"
-    assert cli([*SLOW_RUN, f"mixing={mode}", f"hydra.run.dir={reference}"]).returncode == 0
+def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tmp_path, uninterrupted_metrics, mode):
     run = tmp_path / "stopped"
     proc = _inside_epoch_two(run, delay=0.2, mode=mode)
     proc.send_signal(signal.SIGTERM)
@@ -190,7 +204,7 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tmp_path, mode):
     rerun = cli([*SLOW_RUN, f"mixing={mode}", f"hydra.run.dir={run}"])
     assert rerun.returncode == 0, rerun.stderr
     assert "step" in rerun.stderr.split("resuming from", 1)[1].splitlines()[0]
-    assert read_metrics(run) == read_metrics(reference)
+    assert read_metrics(run) == uninterrupted_metrics(mode)
 
 
 @pytest.mark.parametrize("mode", RESUME_MODES)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import cli, read_metrics, read_results
-from tests.wandb_files import read_wandb_parts, read_wandb_run
+from tests.helpers.runs import cli, read_metrics, read_results
+from tests.helpers.wandb_files import read_wandb_parts, read_wandb_run
 
 WANDB = [
     "logger=wandb",

@@ -18,7 +18,7 @@ from dcutmix.data.loaders import (
     pil_transform,
 )
 from dcutmix.data.settings import DatasetSettings, parse_dataset
-from dcutmix.errors import ConfigError
+from dcutmix.errors import InputError
 
 DIGITS_SPLIT_SEED = 0
 FAKE_DATA_SEED = 0
@@ -90,16 +90,17 @@ def _cifar(settings: DatasetSettings) -> _InMemory:
     cls = _local_cifar(settings.name)
     root = settings.root
     if root is None:
-        raise ConfigError(
-            f"dataset.root: not set; point it at the folder that holds {cls.base_folder}"
+        raise InputError(
+            "dataset.root", f"not set; point it at the folder that holds {cls.base_folder}"
         )
     expected = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     missing = [name for name in expected if not (root / cls.base_folder / name).is_file()]
     if missing and not settings.download:
-        raise ConfigError(
-            f"dataset.root: {root.absolute()} does not hold {cls.base_folder}/ (missing {', '.join(missing)}); "
+        raise InputError(
+            "dataset.root",
+            f"{root.absolute()} does not hold {cls.base_folder}/ (missing {', '.join(missing)}); "
             f"set dataset.download=true to fetch it there, or point dataset.root at the folder "
-            f"that holds {cls.base_folder}"
+            f"that holds {cls.base_folder}",
         )
     train = cls(str(root), train=True, download=settings.download)
     test = cls(str(root), train=False)
@@ -138,7 +139,7 @@ def build_data(
     eval_batch_size = eval_batch_size or batch_size
     for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
         if value < 1:
-            raise ConfigError(f"trainer.{key}: {value} must be at least 1")
+            raise InputError(f"trainer.{key}", f"{value} must be at least 1")
     common = {"device": device, "seed": seed, "channels_last": channels_last}
     if settings.name == "imagefolder":
         return _folder_bundle(settings, batch_size, eval_batch_size, num_workers, common)
@@ -181,9 +182,10 @@ def build_data(
 
 def _check_train_size(settings: DatasetSettings, size: int, batch_size: int) -> None:
     if settings.drop_last and size < batch_size:
-        raise ConfigError(
-            f"trainer.batch_size: {batch_size} is more than the {size} training images of "
-            f"{settings.name}, so drop_last leaves no batch; lower it or set dataset.drop_last=false"
+        raise InputError(
+            "trainer.batch_size",
+            f"{batch_size} is more than the {size} training images of "
+            f"{settings.name}, so drop_last leaves no batch; lower it or set dataset.drop_last=false",
         )
 
 
@@ -212,9 +214,10 @@ def _folder_bundle(
     root = settings.root
     for split in ("train", "val"):
         if not (root / split).is_dir():
-            raise ConfigError(
-                f"dataset.root: {root} has no {split}/ folder; point it at a folder with train/ and "
-                f"val/, each holding one folder of images per class"
+            raise InputError(
+                "dataset.root",
+                f"{root} has no {split}/ folder; point it at a folder with train/ and "
+                f"val/, each holding one folder of images per class",
             )
     train_transform, val_transform = _folder_transforms(settings)
     try:
@@ -223,11 +226,12 @@ def _folder_bundle(
         train = datasets.ImageFolder(str(root / "train"), train_transform)
         val = datasets.ImageFolder(str(root / "val"), val_transform)
     except FileNotFoundError as error:
-        raise ConfigError(f"dataset.root: {error}") from None
+        raise InputError("dataset.root", f"{error}") from None
     if val.classes != train.classes:
-        raise ConfigError(
-            f"dataset.root: {root}/val has classes {val.classes} but {root}/train has "
-            f"{train.classes}; both need the same class folders"
+        raise InputError(
+            "dataset.root",
+            f"{root}/val has classes {val.classes} but {root}/train has "
+            f"{train.classes}; both need the same class folders",
         )
     _check_train_size(settings, len(train), batch_size)
     common["num_workers"] = num_workers

@@ -18,7 +18,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dcutmix.engine import derived_seed
+from dcutmix.seeding import derived_seed
 
 Batch = tuple[Tensor, Tensor]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dcutmix.errors import ConfigError
+from dcutmix.errors import InputError
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # the paper's normalisation, for CIFAR-10 and CIFAR-100 alike
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -98,14 +98,14 @@ def _is_whole(value: Any) -> bool:
 
 def _flag(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"dataset.{key}: {value!r} must be true or false")
+        raise InputError(f"dataset.{key}", f"{value!r} must be true or false")
     return value
 
 
 def _whole(minimum: int) -> Callable[[str, Any], int]:
     def read(key: str, value: Any) -> int:
         if not _is_whole(value) or value < minimum:
-            raise ConfigError(f"dataset.{key}: {value!r} must be a whole number >= {minimum}")
+            raise InputError(f"dataset.{key}", f"{value!r} must be a whole number >= {minimum}")
         return value
 
     return read
@@ -113,13 +113,13 @@ def _whole(minimum: int) -> Callable[[str, Any], int]:
 
 def _fraction(key: str, value: Any) -> float:
     if not _is_number(value) or not 0 < value < 1:
-        raise ConfigError(f"dataset.{key}: {value!r} must be a number strictly between 0 and 1")
+        raise InputError(f"dataset.{key}", f"{value!r} must be a number strictly between 0 and 1")
     return float(value)
 
 
 def _loader(key: str, value: Any) -> str:
     if value not in LOADER_CHOICES:
-        raise ConfigError(f"dataset.{key}: {value!r} is not one of {', '.join(LOADER_CHOICES)}")
+        raise InputError(f"dataset.{key}", f"{value!r} is not one of {', '.join(LOADER_CHOICES)}")
     return value
 
 
@@ -128,15 +128,15 @@ def _size(key: str, value: Any) -> tuple[int, int]:
     if not (
         isinstance(pair, Sequence) and len(pair) == 2 and all(_is_whole(v) and v > 0 for v in pair)
     ):
-        raise ConfigError(
-            f"dataset.{key}: {value!r} must be a positive whole number or a [height, width] pair"
+        raise InputError(
+            f"dataset.{key}", f"{value!r} must be a positive whole number or a [height, width] pair"
         )
     return int(pair[0]), int(pair[1])
 
 
 def _root(key: str, value: Any) -> Path | None:
     if value is not None and not isinstance(value, (str, Path)):
-        raise ConfigError(f"dataset.{key}: {value!r} must be a folder path")
+        raise InputError(f"dataset.{key}", f"{value!r} must be a folder path")
     return Path(value).expanduser() if value else None
 
 
@@ -163,11 +163,12 @@ def _stats(key: str, value: Any, channels: int) -> tuple[float, ...]:
     if not (
         isinstance(numbers, Sequence) and len(numbers) == channels and all(map(_is_number, numbers))
     ):
-        raise ConfigError(
-            f"dataset.{key}: {value!r} must be one number or a list of {channels} (one per channel)"
+        raise InputError(
+            f"dataset.{key}",
+            f"{value!r} must be one number or a list of {channels} (one per channel)",
         )
     if key == "std" and min(numbers) <= 0:
-        raise ConfigError(f"dataset.{key}: {value!r} must be positive")
+        raise InputError(f"dataset.{key}", f"{value!r} must be positive")
     return tuple(float(v) for v in numbers)
 
 
@@ -175,14 +176,15 @@ def parse_dataset(cfg: Mapping[str, Any]) -> DatasetSettings:
     """Check the ``dataset`` config without reading any data; errors name ``dataset.<key>``."""
     name = cfg.get("name")
     if name not in DATASET_DEFAULTS:
-        raise ConfigError(
-            f"dataset.name: {name!r} is unknown; choose one of {', '.join(DATASET_DEFAULTS)}"
+        raise InputError(
+            "dataset.name", f"{name!r} is unknown; choose one of {', '.join(DATASET_DEFAULTS)}"
         )
     defaults = DATASET_DEFAULTS[name]
     unknown = sorted(set(cfg) - set(defaults) - {"name"})
     if unknown:
-        raise ConfigError(
-            f"dataset.{unknown[0]}: not a setting of dataset {name}; valid: {', '.join(defaults)}"
+        raise InputError(
+            f"dataset.{unknown[0]}",
+            f"not a setting of dataset {name}; valid: {', '.join(defaults)}",
         )
     raw = {**defaults, **cfg}
     values = {key: _READERS[key](key, raw[key]) for key in defaults if key not in ("mean", "std")}
@@ -195,15 +197,17 @@ def parse_dataset(cfg: Mapping[str, Any]) -> DatasetSettings:
     )
     if name == "imagefolder":
         if settings.root is None:
-            raise ConfigError(
-                "dataset.root: not set; point it at a folder with train/ and val/ class folders"
+            raise InputError(
+                "dataset.root", "not set; point it at a folder with train/ and val/ class folders"
             )
         if settings.loader == "device":
-            raise ConfigError(
-                "dataset.loader: device needs an in-memory dataset; imagefolder takes auto or torch"
+            raise InputError(
+                "dataset.loader",
+                "device needs an in-memory dataset; imagefolder takes auto or torch",
             )
     if settings.loader == "torch" and channels not in (1, 3):
-        raise ConfigError(
-            f"dataset.loader: torch needs 1 or 3 channels (PIL images), not {channels}; use device"
+        raise InputError(
+            "dataset.loader",
+            f"torch needs 1 or 3 channels (PIL images), not {channels}; use device",
         )
     return settings
