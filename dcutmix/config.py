@@ -40,6 +40,8 @@ class MixingConfig:
     alpha: float | None = 0.2
     prob: float = 1.0
     per_sample: bool | None = None
+    # manifold_mixup only: the hidden layers to mix at (0 = the input)
+    layers: list[int] | None = None
 
 
 @dataclass
@@ -207,6 +209,22 @@ def resolve_milestones(milestones: list[float], epochs: int) -> list[int]:
     return sorted(resolved)
 
 
+def check_mixer_fits_model(mixer: object, model_name: str) -> None:
+    """A hidden-state mixer's layers must be layers of the model; ConfigError naming mixing.layers."""
+    from dcutmix.models import MODEL_NAMES, hidden_layers
+
+    layers = getattr(mixer, "layers", None)
+    if layers is None or model_name not in MODEL_NAMES:
+        return  # model.name itself is checked when the model is built
+    valid = hidden_layers(model_name)
+    for layer in layers:
+        if layer not in valid:
+            raise ConfigError(
+                f"mixing.layers: {model_name} has no hidden layer {layer}; "
+                f"valid: {', '.join(map(str, valid))} (0 = the input)"
+            )
+
+
 def validate(cfg: DictConfig) -> None:
     """Check what the schema's types cannot; raise ConfigError naming the first bad key."""
     t = cfg.trainer
@@ -239,11 +257,21 @@ def validate(cfg: DictConfig) -> None:
     if m.mode not in MIXING_MODES:
         raise ConfigError(f"mixing.mode: {m.mode!r} is not one of {', '.join(MIXING_MODES)}")
     try:
-        build_mixer(
-            m.mode, num_classes=2, k=m.k, alpha=m.alpha, prob=m.prob, per_sample=m.per_sample
+        mixer = build_mixer(
+            m.mode,
+            num_classes=2,
+            k=m.k,
+            alpha=m.alpha,
+            prob=m.prob,
+            per_sample=m.per_sample,
+            layers=m.layers,
         )
     except ValueError as error:
         raise ConfigError(f"mixing.{error}") from None
+    from dcutmix.models import check_model_config
+
+    check_model_config(OmegaConf.to_container(cfg.model, resolve=True))
+    check_mixer_fits_model(mixer, cfg.model.name)
 
     o = cfg.optimizer
     if o.name not in OPTIMIZERS:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dcutmix.losses import soft_target_cross_entropy
+from dcutmix.mixing import mix_batch
 
 Mixer = Callable[..., tuple[Tensor, Tensor]]
 
@@ -184,9 +185,12 @@ class Engine:
                 group["lr"] = self.schedule.lr_at(global_step)
             generator = torch.Generator(device=self.device)
             generator.manual_seed(derived_seed(self.seed, epoch, step, self.rank, 1))
-            mixed, targets = self.mixer(images, labels, generator=generator)
+            # hidden is set only by mixers of hidden states (manifold_mixup); the model applies it
+            mixed, targets, hidden = mix_batch(self.mixer, images, labels, generator)
             with self._autocast():
-                logits = self.model(mixed)
+                logits = (
+                    self.model(mixed) if hidden is None else self.model(mixed, hidden_mix=hidden)
+                )
             loss = soft_target_cross_entropy(logits, targets, self.label_smoothing)
             finite = torch.isfinite(loss)
             if self.on_nonfinite == "skip" and not bool(finite):

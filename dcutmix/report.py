@@ -28,7 +28,16 @@ from dcutmix.reference import find_paper_result
 from dcutmix.tracking import atomic_write_text, flatten_config
 
 # The order of dcutmix.mixing.MIXING_MODES, repeated here because that module imports torch.
-MODE_ORDER = ("none", "mixup", "cutmix", "naive_mixup", "naive_cutmix", "dmixup", "dcutmix")
+MODE_ORDER = (
+    "none",
+    "mixup",
+    "cutmix",
+    "naive_mixup",
+    "naive_cutmix",
+    "dmixup",
+    "dcutmix",
+    "manifold_mixup",
+)
 # A "running" run on another host is only known to be dead when it stops updating; the trainer
 # rewrites results.json after every epoch, and no epoch of the project's recipes takes this long.
 STALE_AFTER_SECONDS = 2 * 3600

@@ -213,7 +213,13 @@ def _run_config(cfg: DictConfig) -> dict:
     """The settings a report groups by, as stored in results.json."""
     m = cfg.mixing
     mixer = build_mixer(
-        m.mode, num_classes=2, k=m.k, alpha=m.alpha, prob=m.prob, per_sample=m.per_sample
+        m.mode,
+        num_classes=2,
+        k=m.k,
+        alpha=m.alpha,
+        prob=m.prob,
+        per_sample=m.per_sample,
+        layers=m.layers,
     )
     return {
         "dataset": cfg.dataset.name,
@@ -320,6 +326,7 @@ def _train_run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.
         alpha=m.alpha,
         prob=m.prob,
         per_sample=m.per_sample,
+        layers=m.layers,
     )
     run_config = _run_config(cfg)
     run_name = cfg.run_name

@@ -12,6 +12,7 @@ from dcutmix.models.authors import load_authors_state_dict
 from dcutmix.models.build import (
     MODEL_NAMES,
     build_model,
+    check_model_config,
     count_parameters,
     hidden_layers,
     model_settings,
@@ -28,6 +29,7 @@ __all__ = [
     "TinyNet",
     "WideResNet",
     "build_model",
+    "check_model_config",
     "count_parameters",
     "hidden_layers",
     "load_authors_state_dict",
