@@ -12,6 +12,7 @@ from dcutmix.mixing import (
     CutMix,
     DCutMix,
     DMixup,
+    ManifoldMixup,
     Mixup,
     NaiveCutMix,
     NaiveMixup,
@@ -25,7 +26,7 @@ K_IMAGE_MODES = ("naive_mixup", "naive_cutmix", "dmixup", "dcutmix")
 
 
 def _k_for(mode: str, k: int) -> int | None:
-    return 2 if mode in ("mixup", "cutmix") else (None if mode == "none" else k)
+    return 2 if mode in ("mixup", "cutmix", "manifold_mixup") else (None if mode == "none" else k)
 
 
 def _provenance_batch(batch: int, height: int = 13, width: int = 17) -> torch.Tensor:
@@ -51,8 +52,9 @@ def test_modes_and_classes():
         "naive_cutmix",
         "dmixup",
         "dcutmix",
+        "manifold_mixup",
     )
-    classes = (NoMix, Mixup, CutMix, NaiveMixup, NaiveCutMix, DMixup, DCutMix)
+    classes = (NoMix, Mixup, CutMix, NaiveMixup, NaiveCutMix, DMixup, DCutMix, ManifoldMixup)
     for mode, cls in zip(MIXING_MODES, classes, strict=True):
         assert type(build_mixer(mode, num_classes=10)) is cls
     mixer = DCutMix(num_classes=100, k=5, alpha=0.2, prob=1.0)
