@@ -131,10 +131,10 @@ SLOW_RUN = [
 ]
 
 
-def _inside_epoch_two(run: Path, delay: float) -> subprocess.Popen:
-    """Start SLOW_RUN in ``run`` and return once it is ``delay`` seconds into its second epoch."""
+def _inside_epoch_two(run: Path, delay: float, args: list[str] | None = None) -> subprocess.Popen:
+    """Start SLOW_RUN (or ``args``) in ``run``; return once it is ``delay`` s into its second epoch."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dcutmix.train", *SLOW_RUN, f"hydra.run.dir={run}"],
+        [sys.executable, "-m", "dcutmix.train", *(args or SLOW_RUN), f"hydra.run.dir={run}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -163,18 +163,20 @@ def test_sigkill_mid_run_then_rerun_ends_with_the_uninterrupted_metrics(tmp_path
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("mode", ["dcutmix", "manifold_mixup"])
+def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tmp_path, mode):
+    run_args = [*SLOW_RUN, f"mixing={mode}"]
     reference = tmp_path / "reference"
-    assert cli([*SLOW_RUN, f"hydra.run.dir={reference}"]).returncode == 0
+    assert cli([*run_args, f"hydra.run.dir={reference}"]).returncode == 0
     run = tmp_path / "stopped"
-    proc = _inside_epoch_two(run, delay=0.2)
+    proc = _inside_epoch_two(run, delay=0.2, args=run_args)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode != 0
     results = read_results(run)
     assert results["status"] == "interrupted", stderr
     assert "rerun the same command to resume" in results["error"]
-    rerun = cli([*SLOW_RUN, f"hydra.run.dir={run}"])
+    rerun = cli([*run_args, f"hydra.run.dir={run}"])
     assert rerun.returncode == 0, rerun.stderr
     assert "step" in rerun.stderr.split("resuming from", 1)[1].splitlines()[0]
     assert read_metrics(run) == read_metrics(reference)
