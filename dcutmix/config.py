@@ -209,6 +209,14 @@ def resolve_milestones(milestones: list[float], epochs: int) -> list[int]:
     return sorted(resolved)
 
 
+def check_model_and_mixer(cfg: DictConfig, mixer: object) -> None:
+    """The model group's knobs (without building it), and the mixer's layers against the model."""
+    from dcutmix.models import check_model_config
+
+    check_model_config(OmegaConf.to_container(cfg.model, resolve=True))
+    check_mixer_fits_model(mixer, cfg.model.name)
+
+
 def check_mixer_fits_model(mixer: object, model_name: str) -> None:
     """A hidden-state mixer's layers must be layers of the model; ConfigError naming mixing.layers."""
     from dcutmix.models import MODEL_NAMES, hidden_layers
@@ -268,10 +276,7 @@ def validate(cfg: DictConfig) -> None:
         )
     except ValueError as error:
         raise ConfigError(f"mixing.{error}") from None
-    from dcutmix.models import check_model_config
-
-    check_model_config(OmegaConf.to_container(cfg.model, resolve=True))
-    check_mixer_fits_model(mixer, cfg.model.name)
+    check_model_and_mixer(cfg, mixer)
 
     o = cfg.optimizer
     if o.name not in OPTIMIZERS:
