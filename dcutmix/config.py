@@ -209,6 +209,12 @@ def resolve_milestones(milestones: list[float], epochs: int) -> list[int]:
     return sorted(resolved)
 
 
+def mixer_options(mixing: DictConfig) -> dict[str, Any]:
+    """The keyword arguments of ``build_mixer`` from the mixing group (all but mode)."""
+    keys = ("k", "alpha", "prob", "per_sample", "layers")
+    return {key: mixing.get(key) for key in keys}
+
+
 def check_model_and_mixer(cfg: DictConfig, mixer: object) -> None:
     """The model group's knobs (without building it), and the mixer's layers against the model."""
     from dcutmix.models import check_model_config
@@ -265,15 +271,7 @@ def validate(cfg: DictConfig) -> None:
     if m.mode not in MIXING_MODES:
         raise ConfigError(f"mixing.mode: {m.mode!r} is not one of {', '.join(MIXING_MODES)}")
     try:
-        mixer = build_mixer(
-            m.mode,
-            num_classes=2,
-            k=m.k,
-            alpha=m.alpha,
-            prob=m.prob,
-            per_sample=m.per_sample,
-            layers=m.layers,
-        )
+        mixer = build_mixer(m.mode, num_classes=2, **mixer_options(m))
     except ValueError as error:
         raise ConfigError(f"mixing.{error}") from None
     check_model_and_mixer(cfg, mixer)
