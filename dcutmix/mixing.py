@@ -541,8 +541,14 @@ class HiddenBlend:
     plan: _Plan
 
     def __call__(self, hidden: Tensor) -> Tensor:
-        """The blended (B, C, H, W) hidden state."""
-        return _apply_blend(hidden, self.plan)
+        """The blended hidden state (any shape with the batch first); differentiable."""
+        # Not _apply_blend: its in-place, preallocated partner buffer cannot carry gradients.
+        shape = (-1, self.plan.weights.shape[1]) + (1,) * (hidden.dim() - 1)
+        weights = self.plan.weights.to(hidden.dtype).view(shape)
+        mixed = hidden * weights[:, 0]
+        for j, perm in enumerate(self.plan.perms, start=1):
+            mixed = mixed + hidden.index_select(0, perm) * weights[:, j]
+        return mixed
 
 
 def _host_index(count: int, generator: torch.Generator | None) -> int:

@@ -160,3 +160,15 @@ def test_training_on_digits_reaches_the_mixup_band(train_in_process, tmp_path):
     # the same band: a few points on digits' 360 validation images, and far from chance (90%)
     assert errors["manifold_mixup"] < 8.0, errors
     assert abs(errors["manifold_mixup"] - errors["mixup"]) < 4.0, errors
+
+
+def test_gradients_flow_through_the_blend_to_both_sources():
+    model = build_model("tiny", num_classes=4, width=4).train()
+    images, labels = torch.randn(4, 3, 8, 8), torch.arange(4)
+    mixer = ManifoldMixup(num_classes=4, layers=(2,))
+    targets, hidden = mixer.draw_hidden(images, labels, generator=torch.Generator().manual_seed(0))
+    loss = -(targets * model(images, hidden_mix=hidden).log_softmax(1)).sum(1).mean()
+    loss.backward()
+    # the layers before the blend get gradients through both the anchor and the partner
+    assert model.features[0][0].weight.grad.abs().sum() > 0
+    assert model.fc.weight.grad.abs().sum() > 0
