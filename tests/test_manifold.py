@@ -172,3 +172,19 @@ def test_gradients_flow_through_the_blend_to_both_sources():
     # the layers before the blend get gradients through both the anchor and the partner
     assert model.features[0][0].weight.grad.abs().sum() > 0
     assert model.fc.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_drawing_a_hidden_blend_never_synchronises_on_cuda():
+    images = torch.rand(32, 3, 32, 32, device="cuda")
+    labels = torch.randint(0, 10, (32,), device="cuda")
+    mixer = build_mixer("manifold_mixup", num_classes=10, prob=0.5)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        layers = [mixer.draw_hidden(images, labels, generator=gen)[1].layer for _ in range(30)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert set(layers) == {0, 1, 2}  # the host draw follows the device generator as it advances
