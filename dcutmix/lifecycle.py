@@ -125,6 +125,10 @@ def run_config(cfg: DictConfig) -> dict:
         "batch_size": cfg.trainer.batch_size,
         "epochs": cfg.trainer.epochs,
         "scheduler": cfg.scheduler.name,
+        # regularisers of the paper's table (dcutmix.reference.run_method names the method)
+        "label_smoothing": cfg.trainer.label_smoothing,
+        "stochastic_depth": cfg.model.get("stochastic_depth"),
+        "dropblock": OmegaConf.to_container(cfg.model, resolve=True).get("dropblock"),
         "experiment": cfg.experiment_name,
         "sweep": cfg.sweep_name,
     }

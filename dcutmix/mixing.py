@@ -18,6 +18,7 @@ host, and all randomness comes from the optional ``torch.Generator`` on the imag
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -807,12 +808,13 @@ def build_mixer(
     alpha: float | None = None,
     prob: float = 1.0,
     per_sample: bool | None = None,
+    layers: tuple[int, ...] | None = None,
     **options: object,
 ) -> Mixer:
     """The mixer for ``mode`` (one of MIXING_MODES); unset settings take the mode's reference values.
 
     ``options`` are the settings only some modes have (MODE_OPTIONS: length, decay, scale); None
-    means unset.
+    means unset. ``layers`` is the hidden-state mixers' (manifold_mixup) list of layers.
     """
     if mode not in _MIXERS:
         raise ValueError(
@@ -828,6 +830,113 @@ def build_mixer(
                 f"{name}: only {', '.join(MODE_OPTIONS[name])} has this setting, not {mode}; leave it unset"
             )
     extra = {name: value for name, value in options.items() if value is not None}
+    # only the hidden-state mixers take layers
+    if layers is not None and not hasattr(_MIXERS[mode], "draw_hidden"):
+        raise ValueError(f"layers: {mode} mixes images, not hidden layers; leave layers unset")
+    if layers is not None:
+        extra["layers"] = layers
     return _MIXERS[mode](
         num_classes=num_classes, k=k, alpha=alpha, prob=prob, per_sample=per_sample, **extra
     )
+
+
+# --- Manifold Mixup: mixing hidden states, with the model's cooperation -------------------------
+
+
+@dataclass
+class HiddenBlend:
+    """Mixup of a hidden state at ``layer``: ``lam h + (1 - lam) h[perm]`` with the plan's weights.
+
+    A model that runs in parts applies it to its state at ``layer`` (``model(x, hidden_mix=...)``).
+    """
+
+    layer: int
+    plan: _Plan
+
+    def __call__(self, hidden: Tensor) -> Tensor:
+        """The blended hidden state (any shape with the batch first); differentiable."""
+        # Not _apply_blend: its in-place, preallocated partner buffer cannot carry gradients.
+        shape = (-1, self.plan.weights.shape[1]) + (1,) * (hidden.dim() - 1)
+        weights = self.plan.weights.to(hidden.dtype).view(shape)
+        mixed = hidden * weights[:, 0]
+        for j, perm in enumerate(self.plan.perms, start=1):
+            mixed = mixed + hidden.index_select(0, perm) * weights[:, j]
+        return mixed
+
+
+def _host_index(count: int, generator: torch.Generator | None) -> int:
+    """A uniform index in range(count), drawn on the host without synchronising with a device.
+
+    A CPU generator is used directly. An accelerator generator's state (its seed and offset)
+    lives on the host, so a CPU generator seeded from it gives a reproducible draw that changes
+    whenever the generator has advanced.
+    """
+    if generator is None or generator.device.type == "cpu":
+        return int(torch.randint(count, (1,), generator=generator))
+    digest = hashlib.blake2b(generator.get_state().numpy().tobytes(), digest_size=8).digest()
+    host = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+    return int(torch.randint(count, (1,), generator=host))
+
+
+def _check_layers(layers: object) -> tuple[int, ...]:
+    if isinstance(layers, str) or not hasattr(layers, "__iter__"):
+        raise ValueError(
+            f"layers: expected a list of layer indices such as [0, 1, 2], got {layers!r}"
+        )
+    values = tuple(layers)
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
+        raise ValueError(
+            f"layers: expected a non-empty list of layer indices >= 0 (0 = the input), got {list(values)}"
+        )
+    if len(set(values)) != len(values):
+        raise ValueError(f"layers: each layer may appear once, got {list(values)}")
+    return values
+
+
+class ManifoldMixup(Mixer):
+    """Manifold Mixup (Verma et al. 2019): Mixup of the hidden states at a layer drawn uniformly
+    from ``layers`` (default: the input and the outputs of the first two stages), lam ~ Beta(alpha,
+    alpha) with alpha 2.0 as in their CIFAR runs, one lam and one permutation per batch; the targets
+    blend with the same lam.
+
+    ``draw_hidden`` gives the targets and a ``HiddenBlend`` for a model that runs in parts; the
+    engine passes it to the model. Called like the other mixers, on images alone, only the input
+    can be mixed, so the call is Mixup of the images with this alpha (layer 0).
+    """
+
+    mode = "manifold_mixup"
+    two_image = True
+    default_k = 2
+    default_alpha = 2.0
+    default_layers: ClassVar[tuple[int, ...]] = (0, 1, 2)
+    # recorded in results.json's config (mode_settings), so runs on different layers never pool
+    options: ClassVar[tuple[str, ...]] = ("layers",)
+
+    def __init__(self, *, layers: tuple[int, ...] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.layers = self.default_layers if layers is None else _check_layers(layers)
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", layers={list(self.layers)})"
+
+    _plan = Mixup._plan
+
+    def draw_hidden(
+        self, images: Tensor, labels: Tensor, *, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, HiddenBlend | None]:
+        """(float32 soft targets, the blend to apply at the drawn layer; None when not mixing)."""
+        targets = self._label_matrix(images, labels)
+        _check_generator(generator, images.device)
+        if self.prob == 0.0:
+            return targets, None
+        layer = self.layers[_host_index(len(self.layers), generator)]
+        batch = images.shape[0]
+        plan = self._plan(batch, batch if self.per_sample else 1, 0, 0, images.device, generator)
+        if self.prob < 1.0:
+            plan = _gate(plan, self.prob, images.device, generator)
+        return _mix_targets(targets, plan), HiddenBlend(layer, plan)
+
+
+MIXING_MODES = (*MIXING_MODES, ManifoldMixup.mode)
+_MIXERS[ManifoldMixup.mode] = ManifoldMixup
+__all__ += ["HiddenBlend", "ManifoldMixup"]

@@ -50,6 +50,34 @@ CONFIG_CASES = [
         "mixing.alpha: must be a finite number > 0, got 0.0",
     ),
     (["+sweep=demo", "mixing.k=1"], "mixing.k:"),
+    (
+        ["model=pyramidnet110", "model.stochastic_depth=1.0"],
+        "model.stochastic_depth: 1.0 is not valid; use the last block's survival probability in [0, 1)",
+    ),
+    (["model=pyramidnet200", "model.stochastic_depth=-0.5"], "model.stochastic_depth: -0.5 is not"),
+    (
+        ["model=pyramidnet110", "model.dropblock={keep_prob:0}"],
+        "model.dropblock.keep_prob: 0 is not valid; use a number in (0, 1]",
+    ),
+    (
+        ["model=pyramidnet110", "model.dropblock={block_size:-2}"],
+        "model.dropblock.block_size: -2 is not valid; use a positive integer",
+    ),
+    (
+        ["model=pyramidnet110", "model.dropblock={size:3}"],
+        "model.dropblock.size: unknown key; valid keys: keep_prob, block_size",
+    ),
+    (
+        ["mixing=manifold_mixup", "mixing.layers=[0,5]"],
+        "mixing.layers: tiny has no hidden layer 5; valid: 0, 1, 2, 3, 4 (0 = the input)",
+    ),
+    (
+        ["mixing=manifold_mixup", "model=pyramidnet110", "mixing.layers=[4]"],
+        "mixing.layers: pyramidnet110 has no hidden layer 4; valid: 0, 1, 2, 3",
+    ),
+    (["mixing=manifold_mixup", "mixing.layers=[]"], "mixing.layers: expected a non-empty list"),
+    (["mixing=manifold_mixup", "mixing.alpha=0"], "mixing.alpha: must be a finite number > 0"),
+    (["mixing=mixup", "mixing.layers=[1]"], "mixing.layers: mixup mixes images, not hidden layers"),
     (["mixing.k=[1,2"], "command line: cannot parse an override"),
 ]
 
@@ -96,6 +124,18 @@ def test_good_configs_pass_the_precheck():
         (
             ["trainer.batch_size=x"],
             "error: trainer.batch_size: Value 'x' of type 'str' could not be converted",
+        ),
+        (
+            ["dataset=fake", "model=pyramidnet110", "model.stochastic_depth=1.0"],
+            "error: model.stochastic_depth: 1.0 is not valid",
+        ),
+        (
+            ["dataset=fake", "model=pyramidnet110", "model.dropblock={keep_prob:1.5}"],
+            "error: model.dropblock.keep_prob: 1.5 is not valid",
+        ),
+        (
+            ["mixing=manifold_mixup", "mixing.layers=[0,7]"],
+            "error: mixing.layers: tiny has no hidden layer 7",
         ),
     ],
 )

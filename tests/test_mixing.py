@@ -14,6 +14,7 @@ from dcutmix.mixing import (
     DCutMix,
     DMixup,
     FMix,
+    ManifoldMixup,
     Mixup,
     NaiveCutMix,
     NaiveMixup,
@@ -27,7 +28,7 @@ BLEND_MODES = ("mixup", "naive_mixup", "dmixup")
 K_IMAGE_MODES = ("naive_mixup", "naive_cutmix", "dmixup", "dcutmix")
 
 
-TWO_IMAGE_MODES = ("mixup", "cutmix", "fmix", "resizemix")
+TWO_IMAGE_MODES = ("mixup", "cutmix", "fmix", "resizemix", "manifold_mixup")
 NO_ALPHA_MODES = ("none", "cutout", "resizemix")
 
 
@@ -69,6 +70,7 @@ def test_modes_and_classes():
         "cutout",
         "fmix",
         "resizemix",
+        "manifold_mixup",
     )
     classes = (
         NoMix,
@@ -81,6 +83,7 @@ def test_modes_and_classes():
         Cutout,
         FMix,
         ResizeMix,
+        ManifoldMixup,
     )
     for mode, cls in zip(MIXING_MODES, classes, strict=True):
         assert type(build_mixer(mode, num_classes=10)) is cls

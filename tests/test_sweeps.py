@@ -190,7 +190,8 @@ def test_the_demo_sweep_composes_all_seven_modes_on_digits():
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             primary = compose("train", overrides=["+sweep=demo"], return_hydra_config=True)
             modes = str(primary.hydra.sweeper.params.mixing).split(",")
-            # the paper's seven modes; the field's baselines (cutout, fmix, resizemix) follow them
+            # the paper's seven modes; the field's baselines (cutout, fmix, resizemix) and
+            # manifold_mixup follow them (the zoo sweep has every mode)
             paper_modes = MIXING_MODES[: MIXING_MODES.index("dcutmix") + 1]
             assert modes == list(paper_modes)
             names = set()

@@ -191,7 +191,7 @@ def test_sigkill_mid_run_then_rerun_ends_with_the_uninterrupted_metrics(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", RESUME_MODES)
+@pytest.mark.parametrize("mode", [*RESUME_MODES, "manifold_mixup"])
 def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tmp_path, uninterrupted_metrics, mode):
     run = tmp_path / "stopped"
     proc = _inside_epoch_two(run, delay=0.2, mode=mode)

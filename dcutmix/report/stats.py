@@ -23,6 +23,7 @@ MODE_ORDER = (
     "cutout",
     "fmix",
     "resizemix",
+    "manifold_mixup",
 )
 
 
@@ -140,6 +141,9 @@ def _paper_top1_err(settings: dict[str, Any]) -> float | None:
         int(k) if k is not None and k.is_integer() else None,
         _number(settings.get("alpha")),
         _number(settings.get("prob")),
+        stochastic_depth=settings.get("stochastic_depth"),
+        dropblock=settings.get("dropblock.keep_prob", settings.get("dropblock")),
+        label_smoothing=settings.get("label_smoothing"),
     )
     return found.top1_err if found else None
 
