@@ -45,6 +45,23 @@ class MixingConfig:
     prob: float = MISSING
     per_sample: bool | None = MISSING
     compile: bool = MISSING  # torch.compile the mixer (dcutmix.mixing.compile_mixer)
+    # Settings of single modes (null in every other mode's YAML): cutout's square side in pixels,
+    # fmix's spectral decay power, resizemix's [low, high] range of the patch's side scale,
+    # manifold_mixup's hidden layers to mix at (0 = the input).
+    length: int | None = MISSING
+    decay: float | None = MISSING
+    scale: list[float] | None = MISSING
+    layers: list[int] | None = MISSING
+
+
+def mixer_settings(mixing: Any) -> dict[str, Any]:
+    """build_mixer's keyword arguments from the ``mixing`` config (all but mode and num_classes)."""
+    keys = ("k", "alpha", "prob", "per_sample", "length", "decay", "scale", "layers")
+    settings = {key: mixing.get(key) for key in keys}
+    for key in ("scale", "layers"):
+        if settings[key] is not None:
+            settings[key] = list(settings[key])
+    return settings
 
 
 @dataclass
@@ -218,6 +235,31 @@ def resolve_milestones(milestones: list[float], epochs: int) -> list[int]:
     return sorted(resolved)
 
 
+def check_model_and_mixer(cfg: DictConfig, mixer: object) -> None:
+    """The model group's knobs (without building it), and the mixer's layers against the model."""
+    from dcutmix.models import check_model_config
+
+    check_model_config(OmegaConf.to_container(cfg.model, resolve=True))
+    check_mixer_fits_model(mixer, cfg.model.name)
+
+
+def check_mixer_fits_model(mixer: object, model_name: str) -> None:
+    """A hidden-state mixer's layers must be layers of the model; InputError naming mixing.layers."""
+    from dcutmix.models import MODEL_NAMES, hidden_layers
+
+    layers = getattr(mixer, "layers", None)
+    if layers is None or model_name not in MODEL_NAMES:
+        return  # model.name itself is checked when the model is built
+    valid = hidden_layers(model_name)
+    for layer in layers:
+        if layer not in valid:
+            raise InputError(
+                "mixing.layers",
+                f"{model_name} has no hidden layer {layer}; "
+                f"valid: {', '.join(map(str, valid))} (0 = the input)",
+            )
+
+
 def validate(cfg: DictConfig) -> None:
     """Check what the schema's types cannot; raise InputError naming the first bad key."""
     _validate_trainer(cfg.trainer)
@@ -257,13 +299,12 @@ def _validate_rest(cfg: DictConfig) -> None:
     if m.mode not in MIXING_MODES:
         raise InputError("mixing.mode", f"{m.mode!r} is not one of {', '.join(MIXING_MODES)}")
     try:
-        build_mixer(
-            m.mode, num_classes=2, k=m.k, alpha=m.alpha, prob=m.prob, per_sample=m.per_sample
-        )
+        mixer = build_mixer(m.mode, num_classes=2, **mixer_settings(m))
     except ValueError as error:
         # The mixing library (torch only) raises ValueError("k: ..."); it names its argument first.
         key, _, why = str(error).partition(": ")
         raise InputError(f"mixing.{key}", why) from None
+    check_model_and_mixer(cfg, mixer)
 
     o = cfg.optimizer
     if o.name not in OPTIMIZERS:
@@ -290,7 +331,8 @@ def _validate_rest(cfg: DictConfig) -> None:
 
     from dcutmix.data import parse_dataset
 
-    parse_dataset(OmegaConf.to_container(cfg.dataset, resolve=True))
+    dataset = parse_dataset(OmegaConf.to_container(cfg.dataset, resolve=True))
+    _check_fits(mixer, dataset.image_size)
     if cfg.logger.name not in ("wandb", "none"):
         raise InputError("logger.name", f"{cfg.logger.name!r} is not one of wandb, none")
     from dcutmix.sweep.objective import OBJECTIVES
@@ -308,6 +350,18 @@ def _validate_rest(cfg: DictConfig) -> None:
                 pass
         except OSError as error:
             raise InputError("ckpt", f"{path} cannot be read ({error.strerror})") from None
+
+
+def _check_fits(mixer: Any, image_size: tuple[int, int]) -> None:
+    """A cutout square must fit in the dataset's images (known before any data is read)."""
+    length = getattr(mixer, "length", None)
+    if length is not None and length > min(image_size):
+        height, width = image_size
+        raise InputError(
+            "mixing.length",
+            f"{length} is larger than the dataset's {height}x{width} images; "
+            f"use at most {min(image_size)}",
+        )
 
 
 def explain_composition_error(error: BaseException) -> str:

@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,22 @@ from dcutmix.progress import Progress
 from dcutmix.seeding import derived_seed
 
 Mixer = Callable[..., tuple[Tensor, Tensor]]
+
+
+def mix_batch(
+    mixer: Mixer, images: Tensor, labels: Tensor, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor, Any]:
+    """(model input, targets, hidden_mix): hidden_mix is None unless the mixer mixes hidden states.
+
+    A mixer of hidden states (dcutmix.mixing.ManifoldMixup) has ``draw_hidden``, which gives the
+    targets and the blend the model applies at its drawn layer; the images go in unmixed.
+    """
+    draw_hidden = getattr(mixer, "draw_hidden", None)
+    if draw_hidden is None:
+        mixed, targets = mixer(images, labels, generator=generator)
+        return mixed, targets, None
+    targets, hidden = draw_hidden(images, labels, generator=generator)
+    return images, targets, hidden
 
 
 class LRSchedule:
@@ -149,9 +166,12 @@ class Engine:
                 group["lr"] = self.schedule.lr_at(global_step)
             generator = torch.Generator(device=self.device)
             generator.manual_seed(derived_seed(self.seed, epoch, step, self.rank, 1))
-            mixed, targets = self.mixer(images, labels, generator=generator)
+            # hidden is set only by mixers of hidden states (manifold_mixup); the model applies it
+            mixed, targets, hidden = mix_batch(self.mixer, images, labels, generator)
             with self._autocast():
-                logits = self.model(mixed)
+                logits = (
+                    self.model(mixed) if hidden is None else self.model(mixed, hidden_mix=hidden)
+                )
             loss = soft_target_cross_entropy(logits, targets, self.label_smoothing)
             finite = torch.isfinite(loss)
             if self.on_nonfinite == "skip" and not bool(finite):

@@ -25,11 +25,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dcutmix import checkpoint as ckpt_io
-from dcutmix.config import REPO_ROOT, resolve_milestones
+from dcutmix.config import REPO_ROOT, mixer_settings, resolve_milestones
 from dcutmix.distributed import Distributed, shard
 from dcutmix.engine import Diverged, Engine, EpochState, LRSchedule
 from dcutmix.errors import InputError, one_line
-from dcutmix.mixing import build_mixer, compile_mixer
+from dcutmix.mixing import build_mixer, compile_mixer, mode_settings
 from dcutmix.progress import log
 from dcutmix.results import RunResult, Status
 from dcutmix.run_folder import RunFolder
@@ -106,9 +106,7 @@ def already_completed(cfg: DictConfig, folder: RunFolder, dist: Distributed) -> 
 def run_config(cfg: DictConfig) -> dict:
     """The settings a report groups by, as stored in results.json."""
     m = cfg.mixing
-    mixer = build_mixer(
-        m.mode, num_classes=2, k=m.k, alpha=m.alpha, prob=m.prob, per_sample=m.per_sample
-    )
+    mixer = build_mixer(m.mode, num_classes=2, **mixer_settings(m))
     return {
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
@@ -118,6 +116,7 @@ def run_config(cfg: DictConfig) -> dict:
             "alpha": mixer.alpha,
             "prob": mixer.prob,
             "per_sample": mixer.per_sample,
+            **mode_settings(mixer),
         },
         "seed": cfg.trainer.seed,
         "optimizer": cfg.optimizer.name,
@@ -126,6 +125,10 @@ def run_config(cfg: DictConfig) -> dict:
         "batch_size": cfg.trainer.batch_size,
         "epochs": cfg.trainer.epochs,
         "scheduler": cfg.scheduler.name,
+        # regularisers of the paper's table (dcutmix.reference.run_method names the method)
+        "label_smoothing": cfg.trainer.label_smoothing,
+        "stochastic_depth": cfg.model.get("stochastic_depth"),
+        "dropblock": OmegaConf.to_container(cfg.model, resolve=True).get("dropblock"),
         "experiment": cfg.experiment_name,
         "sweep": cfg.sweep_name,
     }
@@ -162,10 +165,7 @@ def build(cfg: DictConfig, dist: Distributed, device: torch.device) -> Built:
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
     m = cfg.mixing
-    mixer = build_mixer(
-        m.mode, num_classes=data.num_classes, k=m.k, alpha=m.alpha, prob=m.prob,
-        per_sample=m.per_sample,
-    )  # fmt: skip
+    mixer = build_mixer(m.mode, num_classes=data.num_classes, **mixer_settings(m))
     if m.compile:
         mixer = compile_mixer(mixer)
     return Built(data, model, mixer, count_parameters(model), run_config(cfg), device, dist)

@@ -1,4 +1,5 @@
-"""Batched image-mixing augmentations: none, Mixup, CutMix, their naive K-image expansions, DMixup, DCutMix.
+"""Batched image-mixing augmentations: none, Mixup, CutMix, their naive K-image expansions, DMixup,
+DCutMix, and the field's baselines Cutout, FMix and ResizeMix.
 
 Pure tensor code (torch only, no I/O), usable in any training loop::
 
@@ -17,6 +18,7 @@ host, and all randomness comes from the optional ``torch.Generator`` on the imag
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,15 +30,19 @@ from torch import Tensor
 __all__ = [
     "MIXING_MODES",
     "CutMix",
+    "Cutout",
     "DCutMix",
     "DMixup",
+    "FMix",
     "Mixer",
     "Mixup",
     "NaiveCutMix",
     "NaiveMixup",
     "NoMix",
+    "ResizeMix",
     "build_mixer",
     "compile_mixer",
+    "mode_settings",
 ]
 
 MIXING_MODES: tuple[str, ...] = (
@@ -47,6 +53,9 @@ MIXING_MODES: tuple[str, ...] = (
     "naive_cutmix",
     "dmixup",
     "dcutmix",
+    "cutout",
+    "fmix",
+    "resizemix",
 )
 
 MAX_K = 64
@@ -507,9 +516,298 @@ def _check_generator(generator: torch.Generator | None, device: torch.device) ->
         )
 
 
+# --- The field's baselines: Cutout, FMix, ResizeMix -------------------------------------------------
+
+
+def _check_int_option(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def _check_positive(name: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name}: must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _check_scale(value: object) -> tuple[float, float]:
+    numbers = list(value) if isinstance(value, (list, tuple)) else None
+    if (
+        numbers is None
+        or len(numbers) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers)
+        or not 0 < numbers[0] <= numbers[1] <= 1
+    ):
+        raise ValueError(
+            f"scale: must be a [low, high] pair with 0 < low <= high <= 1, got {value!r}"
+        )
+    return float(numbers[0]), float(numbers[1])
+
+
+class _NoWeights:
+    """Mixin for modes that draw no Beta weights: like ``none``, they ignore alpha, so that one
+    sweep can set alpha for every mode it runs."""
+
+    default_alpha = None
+
+    def _check_alpha(self, alpha: float | None) -> None:
+        return None
+
+
+class Cutout(_NoWeights, Mixer):
+    """Cutout (DeVries & Taylor 2017): per image, a square of side ``length`` centred at a uniform
+    pixel, clipped at the borders, set to 0 (the mean of normalised images); targets stay one-hot.
+
+    A whole batch is cut with probability ``prob``; ``per_sample=False`` shares one square.
+    """
+
+    mode = "cutout"
+    box = True
+    default_per_sample = True
+    options: ClassVar[tuple[str, ...]] = ("length",)
+
+    def __init__(self, *, length: int = 16, **settings) -> None:
+        super().__init__(**settings)
+        self.length = _check_int_option("length", length)
+
+    def _check_k(self, k: int | None) -> None:
+        if k not in (None, 1):
+            raise ValueError(f"k: cutout mixes no second image; leave k unset (got {k!r})")
+        return None
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, length={self.length})"
+
+    def __call__(
+        self, images: Tensor, labels: Tensor, *, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Cut one square per image: returns (images with squares of zeros, one-hot targets)."""
+        targets = self._label_matrix(images, labels)
+        _check_generator(generator, images.device)
+        batch, _, height, width = images.shape
+        if self.length > min(height, width):
+            raise ValueError(
+                f"length: {self.length} is larger than the {height}x{width} images; "
+                f"use at most {min(height, width)}"
+            )
+        if self.prob == 0.0:
+            return images, targets
+        device = images.device
+        n = batch if self.per_sample else 1
+        size = torch.tensor([[float(height)], [float(width)]], device=device)
+        start = torch.floor(_rand((2, n), device, generator) * size) - self.length // 2
+        side = torch.full_like(start, float(self.length))
+        rows = _span_mask(start[0], side[0], height)
+        cols = _span_mask(start[1], side[1], width)
+        hole = rows.unsqueeze(2) & cols.unsqueeze(1)  # (n, H, W); the span mask clips at borders
+        if self.prob < 1.0:
+            hole = hole & (_rand((1,), device, generator) < self.prob)
+        return images.masked_fill(hole.unsqueeze(1), 0), targets
+
+
+def _lowpass_noise(
+    n: int, height: int, width: int, decay: float, device: torch.device, generator
+) -> Tensor:
+    """(n, H, W) grey images of Fourier noise whose amplitude falls as 1 / f**decay."""
+    fy = torch.fft.fftfreq(height, device=device).unsqueeze(1)
+    fx = torch.fft.rfftfreq(width, device=device).unsqueeze(0)
+    freq = torch.sqrt(fy * fy + fx * fx).clamp_min(1.0 / max(height, width))
+    amplitude = freq.pow(-decay)
+    parts = torch.randn(
+        (2, n, height, width // 2 + 1), generator=generator, device=device, dtype=torch.float32
+    )
+    spectrum = torch.complex(parts[0] * amplitude, parts[1] * amplitude)
+    return torch.fft.irfft2(spectrum, s=(height, width))
+
+
+class FMix(Mixer):
+    """FMix (Harris et al. 2020): lam ~ Beta(alpha, alpha); the round(lam H W) highest pixels of a
+    low-pass Fourier noise image (amplitude 1 / f**decay, f floored at 1 / max(H, W)) come from
+    x[perm]. Targets are the exact pixel shares.
+
+    One mask and one permutation per batch as in the original; ``per_sample=True`` draws one mask
+    per image. The top pixels are found by ranking on the device, so nothing synchronises.
+    """
+
+    mode = "fmix"
+    two_image = True
+    box = True
+    default_k = 2
+    options: ClassVar[tuple[str, ...]] = ("decay",)
+
+    def __init__(self, *, decay: float = 3.0, **settings) -> None:
+        super().__init__(**settings)
+        self.decay = _check_positive("decay", decay)
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, decay={self.decay})"
+
+    def _plan(self, batch, n, height, width, device, generator) -> _Plan:
+        lam = _beta(self.alpha, n, device, generator)
+        noise = _lowpass_noise(n, height, width, self.decay, device, generator).view(n, -1)
+        pixels = height * width
+        count = torch.round(lam * pixels)
+        # rank[p] = position of pixel p when sorted from the highest noise down
+        order = noise.argsort(dim=1, descending=True)
+        positions = torch.arange(pixels, device=device).expand(n, -1)
+        rank = torch.empty_like(order).scatter_(1, order, positions)
+        level = (rank < count.unsqueeze(1)).view(n, height, width).long()
+        share = count / pixels
+        perms = _permutations(1, batch, device, generator)
+        return _Plan(perms, torch.stack([1.0 - share, share], dim=1), level)
+
+
+def _resize_matrix(start: Tensor, length: Tensor, size: int, dtype: torch.dtype) -> Tensor:
+    """(n, size, size) rows that area-resample a line of ``size`` pixels into [start, start + length).
+
+    Output pixel i of the span covers source interval [a, b) = (i - start) * size / length + [0, 1)
+    * size / length; its row holds each source pixel's overlap with that interval over b - a: an
+    exact box filter with fractional edges, so shrinking averages instead of aliasing. Rows
+    outside the span are zero.
+    """
+    pos = torch.arange(size, device=start.device, dtype=dtype)
+    start, length = start.to(dtype), length.to(dtype)
+    step = (size / length).unsqueeze(1)  # (n, 1)
+    a = ((pos - start.unsqueeze(1)) * step).unsqueeze(2)  # (n, size, 1)
+    b = a + step.unsqueeze(2)
+    overlap = (torch.minimum(b, pos + 1.0) - torch.maximum(a, pos)).clamp_min(0.0) / step.unsqueeze(
+        2
+    )
+    inside = _span_mask(start, length, size).unsqueeze(2)
+    return overlap * inside
+
+
+class ResizeMix(_NoWeights, Mixer):
+    """ResizeMix (Qin et al. 2020): tau ~ U(scale); x[perm] shrunk to (round(tau H), round(tau W))
+    and pasted at a uniform position where it fits; targets weight the partner by the pasted area.
+
+    The project's reading: one tau, position and permutation per batch as in the original
+    (``per_sample=True`` draws them per image); the shrink is an exact area (box-filter) resample,
+    which is antialiased, written as two products with resampling matrices built on the device,
+    so that the data-dependent patch size never reaches the host and nothing synchronises. On the
+    CPU a per-batch draw is read (host memory: no synchronisation) to cut the products to the
+    patch, which gives the same pixels at a fraction of the cost.
+    """
+
+    mode = "resizemix"
+    two_image = True
+    box = True
+    default_k = 2
+    options: ClassVar[tuple[str, ...]] = ("scale",)
+
+    def __init__(self, *, scale: tuple[float, float] = (0.1, 0.8), **settings) -> None:
+        super().__init__(**settings)
+        self.scale = _check_scale(scale)
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, scale={self.scale})"
+
+    def _plan(self, batch, n, height, width, device, generator) -> _Plan:
+        low, high = self.scale
+        tau = low + (high - low) * _rand((n,), device, generator)
+        size = torch.tensor([[float(height)], [float(width)]], device=device)
+        side = torch.round(tau * size).clamp_min(1.0)  # (2, n): patch height, width
+        slack = size - side
+        corner = torch.minimum(torch.floor(_rand((2, n), device, generator) * (slack + 1)), slack)
+        rows = _span_mask(corner[0], side[0], height)
+        cols = _span_mask(corner[1], side[1], width)
+        level = (rows.unsqueeze(2) & cols.unsqueeze(1)).long()
+        pasted = side.prod(dim=0) / (height * width)
+        perms = _permutations(1, batch, device, generator)
+        plan = _Plan(perms, torch.stack([1.0 - pasted, pasted], dim=1), level)
+        plan.corner, plan.side = corner, side  # for the resampling in _paste
+        return plan
+
+    def __call__(
+        self, images: Tensor, labels: Tensor, *, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Paste a shrunk partner into each image: returns (mixed images, float32 targets)."""
+        targets = self._label_matrix(images, labels)
+        _check_generator(generator, images.device)
+        if not images.is_floating_point():
+            raise ValueError(
+                f"images: resizemix resamples pixels and needs a floating-point tensor, got {images.dtype}"
+            )
+        if self.prob == 0.0:
+            return images, targets
+        batch, _, height, width = images.shape
+        n = batch if self.per_sample else 1
+        plan = self._plan(batch, n, height, width, images.device, generator)
+        corner, side = plan.corner, plan.side
+        if self.prob < 1.0:
+            plan = _gate(plan, self.prob, images.device, generator)
+        return _paste_resized(images, plan, corner, side), _mix_targets(targets, plan)
+
+
+def _paste_resized(images: Tensor, plan: _Plan, corner: Tensor, side: Tensor) -> Tensor:
+    """x[perm] area-resampled into each box of ``plan``; the box's pixels replaced by it."""
+    height, width = images.shape[-2:]
+    work = torch.float64 if images.dtype == torch.float64 else torch.float32
+    rows = _resize_matrix(corner[0], side[0], height, work)  # (n, H, H)
+    cols = _resize_matrix(corner[1], side[1], width, work)  # (n, W, W)
+    if images.device.type == "cpu" and rows.shape[0] == 1 and not torch.compiler.is_compiling():
+        # On the CPU the draws are already host values, so reading them costs no synchronisation,
+        # and products restricted to the patch cost tau**2 of the full-frame ones.
+        return _paste_patch_cpu(images, plan, rows[0], cols[0], corner[:, 0], side[:, 0])
+    partner = images.index_select(0, plan.perms[0]).to(work)
+    resized = rows.unsqueeze(1) @ partner @ cols.transpose(1, 2).unsqueeze(1)
+    box = plan.pixel_level.bool().unsqueeze(1)
+    return torch.where(box, resized.to(images.dtype), images)
+
+
+def _paste_patch_cpu(
+    images: Tensor, plan: _Plan, rows: Tensor, cols: Tensor, corner: Tensor, side: Tensor
+) -> Tensor:
+    """The same resample as the full-frame products, computed only for one shared patch."""
+    if not bool(plan.pixel_level.any()):  # the batch lost the prob coin
+        return images
+    top, left, patch_h, patch_w = (int(v) for v in torch.cat([corner, side]).tolist())
+    rows = rows[top : top + patch_h]  # (h, H)
+    cols = cols[left : left + patch_w]  # (w, W)
+    batch, channels, height, width = images.shape
+    # Shrink every image first, then pick the partners: only small patches are copied. The
+    # column pass is one large product over all rows of the batch, the fastest shape for BLAS.
+    narrow = images.to(rows.dtype).reshape(-1, width) @ cols.T
+    patch = rows @ narrow.view(batch * channels, height, patch_w)
+    patch = patch.view(batch, channels, patch_h, patch_w).index_select(0, plan.perms[0])
+    mixed = images.clone()
+    mixed[:, :, top : top + patch_h, left : left + patch_w] = patch.to(images.dtype)
+    return mixed
+
+
 _MIXERS: dict[str, type[Mixer]] = {
-    cls.mode: cls for cls in (NoMix, Mixup, CutMix, NaiveMixup, NaiveCutMix, DMixup, DCutMix)
+    cls.mode: cls
+    for cls in (
+        NoMix,
+        Mixup,
+        CutMix,
+        NaiveMixup,
+        NaiveCutMix,
+        DMixup,
+        DCutMix,
+        Cutout,
+        FMix,
+        ResizeMix,
+    )
 }
+#: settings only some modes have, and the modes that have them
+MODE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "length": ("cutout",),
+    "decay": ("fmix",),
+    "scale": ("resizemix",),
+}
+
+
+def mode_settings(mixer: Mixer) -> dict[str, object]:
+    """The settings only ``mixer``'s mode has (e.g. cutout's length), as plain values."""
+    values = {name: getattr(mixer, name) for name in getattr(mixer, "options", ())}
+    return {name: list(v) if isinstance(v, tuple) else v for name, v in values.items()}
 
 
 def build_mixer(
@@ -520,14 +818,35 @@ def build_mixer(
     alpha: float | None = None,
     prob: float = 1.0,
     per_sample: bool | None = None,
+    layers: tuple[int, ...] | None = None,
+    **options: object,
 ) -> Mixer:
-    """The mixer for ``mode`` (one of MIXING_MODES); unset k/alpha take the mode's reference values."""
+    """The mixer for ``mode`` (one of MIXING_MODES); unset settings take the mode's reference values.
+
+    ``options`` are the settings only some modes have (MODE_OPTIONS: length, decay, scale); None
+    means unset. ``layers`` is the hidden-state mixers' (manifold_mixup) list of layers.
+    """
     if mode not in _MIXERS:
         raise ValueError(
             f"mode: unknown mixing mode {mode!r}; choose one of {', '.join(MIXING_MODES)}"
         )
+    for name, value in options.items():
+        if name not in MODE_OPTIONS:
+            raise ValueError(
+                f"{name}: not a mixing setting; the optional ones are {', '.join(MODE_OPTIONS)}"
+            )
+        if value is not None and mode not in MODE_OPTIONS[name]:
+            raise ValueError(
+                f"{name}: only {', '.join(MODE_OPTIONS[name])} has this setting, not {mode}; leave it unset"
+            )
+    extra = {name: value for name, value in options.items() if value is not None}
+    # only the hidden-state mixers take layers
+    if layers is not None and not hasattr(_MIXERS[mode], "draw_hidden"):
+        raise ValueError(f"layers: {mode} mixes images, not hidden layers; leave layers unset")
+    if layers is not None:
+        extra["layers"] = layers
     return _MIXERS[mode](
-        num_classes=num_classes, k=k, alpha=alpha, prob=prob, per_sample=per_sample
+        num_classes=num_classes, k=k, alpha=alpha, prob=prob, per_sample=per_sample, **extra
     )
 
 
@@ -538,3 +857,105 @@ def compile_mixer(mixer: Mixer) -> Callable[..., tuple[Tensor, Tensor]]:
     eager one gives for the same generator; what it saves is the many small kernels of the plan.
     """
     return torch.compile(mixer.__call__, dynamic=False)
+
+
+# --- Manifold Mixup: mixing hidden states, with the model's cooperation -------------------------
+
+
+@dataclass
+class HiddenBlend:
+    """Mixup of a hidden state at ``layer``: ``lam h + (1 - lam) h[perm]`` with the plan's weights.
+
+    A model that runs in parts applies it to its state at ``layer`` (``model(x, hidden_mix=...)``).
+    """
+
+    layer: int
+    plan: _Plan
+
+    def __call__(self, hidden: Tensor) -> Tensor:
+        """The blended hidden state (any shape with the batch first); differentiable."""
+        # Not _apply_blend: its in-place, preallocated partner buffer cannot carry gradients.
+        shape = (-1, self.plan.weights.shape[1]) + (1,) * (hidden.dim() - 1)
+        weights = self.plan.weights.to(hidden.dtype).view(shape)
+        mixed = hidden * weights[:, 0]
+        for j, perm in enumerate(self.plan.perms, start=1):
+            mixed = mixed + hidden.index_select(0, perm) * weights[:, j]
+        return mixed
+
+
+def _host_index(count: int, generator: torch.Generator | None) -> int:
+    """A uniform index in range(count), drawn on the host without synchronising with a device.
+
+    A CPU generator is used directly. An accelerator generator's state (its seed and offset)
+    lives on the host, so a CPU generator seeded from it gives a reproducible draw that changes
+    whenever the generator has advanced.
+    """
+    if generator is None or generator.device.type == "cpu":
+        return int(torch.randint(count, (1,), generator=generator))
+    digest = hashlib.blake2b(generator.get_state().numpy().tobytes(), digest_size=8).digest()
+    host = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+    return int(torch.randint(count, (1,), generator=host))
+
+
+def _check_layers(layers: object) -> tuple[int, ...]:
+    if isinstance(layers, str) or not hasattr(layers, "__iter__"):
+        raise ValueError(
+            f"layers: expected a list of layer indices such as [0, 1, 2], got {layers!r}"
+        )
+    values = tuple(layers)
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
+        raise ValueError(
+            f"layers: expected a non-empty list of layer indices >= 0 (0 = the input), got {list(values)}"
+        )
+    if len(set(values)) != len(values):
+        raise ValueError(f"layers: each layer may appear once, got {list(values)}")
+    return values
+
+
+class ManifoldMixup(Mixer):
+    """Manifold Mixup (Verma et al. 2019): Mixup of the hidden states at a layer drawn uniformly
+    from ``layers`` (default: the input and the outputs of the first two stages), lam ~ Beta(alpha,
+    alpha) with alpha 2.0 as in their CIFAR runs, one lam and one permutation per batch; the targets
+    blend with the same lam.
+
+    ``draw_hidden`` gives the targets and a ``HiddenBlend`` for a model that runs in parts; the
+    engine passes it to the model. Called like the other mixers, on images alone, only the input
+    can be mixed, so the call is Mixup of the images with this alpha (layer 0).
+    """
+
+    mode = "manifold_mixup"
+    two_image = True
+    default_k = 2
+    default_alpha = 2.0
+    default_layers: ClassVar[tuple[int, ...]] = (0, 1, 2)
+    # recorded in results.json's config (mode_settings), so runs on different layers never pool
+    options: ClassVar[tuple[str, ...]] = ("layers",)
+
+    def __init__(self, *, layers: tuple[int, ...] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.layers = self.default_layers if layers is None else _check_layers(layers)
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", layers={list(self.layers)})"
+
+    _plan = Mixup._plan
+
+    def draw_hidden(
+        self, images: Tensor, labels: Tensor, *, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, HiddenBlend | None]:
+        """(float32 soft targets, the blend to apply at the drawn layer; None when not mixing)."""
+        targets = self._label_matrix(images, labels)
+        _check_generator(generator, images.device)
+        if self.prob == 0.0:
+            return targets, None
+        layer = self.layers[_host_index(len(self.layers), generator)]
+        batch = images.shape[0]
+        plan = self._plan(batch, batch if self.per_sample else 1, 0, 0, images.device, generator)
+        if self.prob < 1.0:
+            plan = _gate(plan, self.prob, images.device, generator)
+        return _mix_targets(targets, plan), HiddenBlend(layer, plan)
+
+
+MIXING_MODES = (*MIXING_MODES, ManifoldMixup.mode)
+_MIXERS[ManifoldMixup.mode] = ManifoldMixup
+__all__ += ["HiddenBlend", "ManifoldMixup"]

@@ -17,7 +17,10 @@ from tests.helpers.runs import cli, read_results
 # (command-line overrides, the start of the message); each is checked by composing and validating
 # every point of its grid, exactly as `dcutmix-train` does before it launches anything.
 CONFIG_CASES = [
-    (["mixing=dcutmixx"], "mixing=dcutmixx: no such mixing option; choose one of cutmix, dcutmix"),
+    (
+        ["mixing=dcutmixx"],
+        "mixing=dcutmixx: no such mixing option; choose one of cutmix, cutout, dcutmix",
+    ),
     (["model=resnet50"], "model=resnet50: no such model option; choose one of pyramidnet110"),
     (["dataset=imagenet"], "dataset=imagenet: no such dataset option; choose one of"),
     (["+sweep=k_ablatoin"], "sweep=k_ablatoin: no such sweep option; choose one of alpha_ablation"),
@@ -47,6 +50,34 @@ CONFIG_CASES = [
         "mixing.alpha: must be a finite number > 0, got 0.0",
     ),
     (["+sweep=demo", "mixing.k=1"], "mixing.k:"),
+    (
+        ["model=pyramidnet110", "model.stochastic_depth=1.0"],
+        "model.stochastic_depth: 1.0 is not valid; use the last block's survival probability in [0, 1)",
+    ),
+    (["model=pyramidnet200", "model.stochastic_depth=-0.5"], "model.stochastic_depth: -0.5 is not"),
+    (
+        ["model=pyramidnet110", "model.dropblock={keep_prob:0}"],
+        "model.dropblock.keep_prob: 0 is not valid; use a number in (0, 1]",
+    ),
+    (
+        ["model=pyramidnet110", "model.dropblock={block_size:-2}"],
+        "model.dropblock.block_size: -2 is not valid; use a positive integer",
+    ),
+    (
+        ["model=pyramidnet110", "model.dropblock={size:3}"],
+        "model.dropblock.size: unknown key; valid keys: keep_prob, block_size",
+    ),
+    (
+        ["mixing=manifold_mixup", "mixing.layers=[0,5]"],
+        "mixing.layers: tiny has no hidden layer 5; valid: 0, 1, 2, 3, 4 (0 = the input)",
+    ),
+    (
+        ["mixing=manifold_mixup", "model=pyramidnet110", "mixing.layers=[4]"],
+        "mixing.layers: pyramidnet110 has no hidden layer 4; valid: 0, 1, 2, 3",
+    ),
+    (["mixing=manifold_mixup", "mixing.layers=[]"], "mixing.layers: expected a non-empty list"),
+    (["mixing=manifold_mixup", "mixing.alpha=0"], "mixing.alpha: must be a finite number > 0"),
+    (["mixing=mixup", "mixing.layers=[1]"], "mixing.layers: mixup mixes images, not hidden layers"),
     (["mixing.k=[1,2"], "command line: cannot parse an override"),
 ]
 
@@ -82,12 +113,29 @@ def test_good_configs_pass_the_precheck():
     [
         (["mixing.k=1"], "error: mixing.k: dcutmix needs an integer k in [2, 64], got 1"),
         (
+            ["mixing=cutout", "mixing.length=40"],
+            "error: mixing.length: 40 is larger than the dataset's 32x32 images",
+        ),
+        (["mixing=fmix", "mixing.decay=0"], "error: mixing.decay: must be a finite number > 0"),
+        (
             ["-m", "+sweep=demo", "mixing.alpha=0"],
             "error: mixing.alpha: must be a finite number > 0",
         ),
         (
             ["trainer.batch_size=x"],
             "error: trainer.batch_size: Value 'x' of type 'str' could not be converted",
+        ),
+        (
+            ["dataset=fake", "model=pyramidnet110", "model.stochastic_depth=1.0"],
+            "error: model.stochastic_depth: 1.0 is not valid",
+        ),
+        (
+            ["dataset=fake", "model=pyramidnet110", "model.dropblock={keep_prob:1.5}"],
+            "error: model.dropblock.keep_prob: 1.5 is not valid",
+        ),
+        (
+            ["mixing=manifold_mixup", "mixing.layers=[0,7]"],
+            "error: mixing.layers: tiny has no hidden layer 7",
         ),
     ],
 )

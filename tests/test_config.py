@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from dcutmix.config import CONF_DIR, REPO_ROOT, register, resolve_milestones, run_name, validate
 from dcutmix.errors import ConfigError, InputError
-from dcutmix.reference import paper_results
+from dcutmix.reference import not_reproduced, reproducible_results
 from dcutmix.sweep.points import values_to_check
 from tests.helpers.bad_config import SEMANTIC_CASES
 
@@ -61,20 +61,36 @@ def test_every_group_option_composes(composer, group, option):
     validate(validate_cfg)
 
 
+# What each regulariser row of the paper sets beyond the shared recipe.
+REGULARISER_SETTINGS = {
+    "stochdepth": lambda cfg: cfg.model.stochastic_depth == 0.5,
+    "dropblock": lambda cfg: dict(cfg.model.dropblock) == {"keep_prob": 0.9, "block_size": 4},
+    "label_smoothing": lambda cfg: cfg.trainer.label_smoothing == 0.1,
+}
+
+
 def test_each_paper_row_has_an_experiment_with_its_exact_recipe(composer):
     experiments = set(_options("experiment"))
     short = {"cifar100": "c100", "cifar10": "c10"}
     rows = list(csv.DictReader((REPO_ROOT / "dcutmix" / "reference" / "paper_results.csv").open()))
-    assert len(rows) == 15
-    for row in rows:
+    assert len(rows) == 24
+    reproduced = [r for r in rows if r["method"] not in ("stylemix", "stylecutmix")]
+    assert len(reproduced) == 22
+    for row in reproduced:
         name = f"{short[row['dataset']]}_{row['model']}_{row['method']}"
         assert name in experiments, f"no experiment preset for paper row {name}"
         cfg = composer([f"experiment={name}"])
+        regulariser = row["kind"] == "regulariser"
         assert (cfg.dataset.name, cfg.model.name, cfg.mixing.mode) == (
             row["dataset"],
             row["model"],
-            row["method"],
+            "none" if regulariser else row["method"],
         )
+        if regulariser:
+            assert REGULARISER_SETTINGS[row["method"]](cfg), name
+        else:
+            assert cfg.model.stochastic_depth is None and cfg.model.dropblock is None
+            assert cfg.trainer.label_smoothing == 0.0
         assert cfg.experiment_name == name
         assert (
             cfg.optimizer.name,
@@ -94,7 +110,10 @@ def test_each_paper_row_has_an_experiment_with_its_exact_recipe(composer):
             assert abs(cfg.mixing.alpha - float(row["alpha"])) < 1e-3
         if row["prob"]:
             assert cfg.mixing.prob == float(row["prob"])
-    assert len(experiments) == len(rows)
+        validate_cfg = cfg.copy()
+        validate_cfg.trainer.device = "cpu"
+        validate(validate_cfg)
+    assert len(experiments) == len(reproduced)
 
 
 def test_the_authors_pyramidnet110_dcutmix_command(composer):
@@ -130,16 +149,27 @@ def test_k_ablation_grid():
     }
 
 
-def test_paper_sweeps_cover_every_paper_row():
+def test_paper_sweeps_cover_every_reproducible_paper_row():
     for dataset in ("cifar100", "cifar10"):
         sweep = OmegaConf.load(REPO_ROOT / "sweeps" / f"paper_{dataset}.yaml")
         swept = set(str(sweep.hydra.sweeper.params.experiment).split(","))
         expected = {
             f"{'c100' if dataset == 'cifar100' else 'c10'}_{r.model}_{r.method}"
-            for r in paper_results()
+            for r in reproducible_results()
             if r.dataset == dataset
         }
         assert swept == expected
+    assert {r.method for r, _ in not_reproduced()} == {"stylemix", "stylecutmix"}
+
+
+def test_zoo_sweeps_every_mixing_mode_over_three_seeds():
+    from dcutmix.mixing import MIXING_MODES
+
+    params = OmegaConf.load(REPO_ROOT / "sweeps" / "zoo.yaml").hydra.sweeper.params
+    modes = str(params.mixing).split(",")
+    assert set(MIXING_MODES) <= set(modes) and len(modes) == len(set(modes)) == 11
+    assert set(modes) == set(MIXING_MODES)
+    assert str(params["trainer.seed"]) == "1,2,3"
 
 
 @pytest.mark.parametrize(

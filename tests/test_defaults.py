@@ -21,9 +21,10 @@ from dcutmix.config import (
     SchedulerConfig,
     TrainConfig,
     TrainerConfig,
+    mixer_settings,
     register,
 )
-from dcutmix.mixing import MIXING_MODES, build_mixer
+from dcutmix.mixing import MIXING_MODES, build_mixer, mode_settings
 
 GROUPS = {
     "mixing": MixingConfig,
@@ -81,10 +82,8 @@ def test_every_option_composes_without_a_missing_value(group, option):
 @pytest.mark.parametrize("mode", MIXING_MODES)
 def test_a_mixing_option_builds_the_mixer_its_class_defaults_build(mode):
     listed = OmegaConf.load(CONF_DIR / "mixing" / f"{mode}.yaml")
-    from_yaml = build_mixer(
-        listed.mode, num_classes=2, k=listed.k, alpha=listed.alpha, prob=listed.prob,
-        per_sample=listed.per_sample,
-    )  # fmt: skip
+    from_yaml = build_mixer(listed.mode, num_classes=2, **mixer_settings(listed))
     default = build_mixer(mode, num_classes=2)
     settings = ("k", "alpha", "prob", "per_sample")
     assert [getattr(from_yaml, s) for s in settings] == [getattr(default, s) for s in settings]
+    assert mode_settings(from_yaml) == mode_settings(default)

@@ -10,12 +10,16 @@ import torch
 from dcutmix.mixing import (
     MIXING_MODES,
     CutMix,
+    Cutout,
     DCutMix,
     DMixup,
+    FMix,
+    ManifoldMixup,
     Mixup,
     NaiveCutMix,
     NaiveMixup,
     NoMix,
+    ResizeMix,
     build_mixer,
 )
 
@@ -24,8 +28,20 @@ BLEND_MODES = ("mixup", "naive_mixup", "dmixup")
 K_IMAGE_MODES = ("naive_mixup", "naive_cutmix", "dmixup", "dcutmix")
 
 
+TWO_IMAGE_MODES = ("mixup", "cutmix", "fmix", "resizemix", "manifold_mixup")
+NO_ALPHA_MODES = ("none", "cutout", "resizemix")
+
+
 def _k_for(mode: str, k: int) -> int | None:
-    return 2 if mode in ("mixup", "cutmix") else (None if mode == "none" else k)
+    return 2 if mode in TWO_IMAGE_MODES else (None if mode in ("none", "cutout") else k)
+
+
+def _build(mode: str, *, alpha: float | None = None, **settings):
+    """build_mixer with alpha only where the mode draws one, and a cutout square that fits the
+    small test images."""
+    if mode == "cutout":
+        settings.setdefault("length", 3)
+    return build_mixer(mode, alpha=None if mode in NO_ALPHA_MODES else alpha, **settings)
 
 
 def _provenance_batch(batch: int, height: int = 13, width: int = 17) -> torch.Tensor:
@@ -51,8 +67,24 @@ def test_modes_and_classes():
         "naive_cutmix",
         "dmixup",
         "dcutmix",
+        "cutout",
+        "fmix",
+        "resizemix",
+        "manifold_mixup",
     )
-    classes = (NoMix, Mixup, CutMix, NaiveMixup, NaiveCutMix, DMixup, DCutMix)
+    classes = (
+        NoMix,
+        Mixup,
+        CutMix,
+        NaiveMixup,
+        NaiveCutMix,
+        DMixup,
+        DCutMix,
+        Cutout,
+        FMix,
+        ResizeMix,
+        ManifoldMixup,
+    )
     for mode, cls in zip(MIXING_MODES, classes, strict=True):
         assert type(build_mixer(mode, num_classes=10)) is cls
     mixer = DCutMix(num_classes=100, k=5, alpha=0.2, prob=1.0)
@@ -215,7 +247,7 @@ def test_dtypes_shapes_and_small_batches(mode, dtype):
     for batch, channels, height, width in [(1, 3, 32, 32), (7, 1, 17, 29), (4, 5, 9, 4)]:
         images = torch.rand(batch, channels, height, width).to(dtype)
         labels = torch.randint(0, 10, (batch,))
-        mixer = build_mixer(mode, num_classes=10, k=_k_for(mode, 3))
+        mixer = _build(mode, num_classes=10, k=_k_for(mode, 3))
         mixed, targets = mixer(images, labels, generator=torch.Generator().manual_seed(0))
         assert mixed.shape == images.shape and mixed.dtype == dtype
         assert targets.shape == (batch, 10) and targets.dtype == torch.float32
@@ -242,7 +274,7 @@ def test_extreme_alpha_and_k_never_give_nan(mode, alpha):
 def test_prob_zero_returns_images_unchanged_with_one_hot_targets(mode):
     images = torch.rand(6, 3, 8, 8)
     labels = torch.tensor([0, 1, 2, 3, 4, 1])
-    mixed, targets = build_mixer(mode, num_classes=5, k=_k_for(mode, 3), prob=0.0)(images, labels)
+    mixed, targets = _build(mode, num_classes=5, k=_k_for(mode, 3), prob=0.0)(images, labels)
     assert torch.equal(mixed, images)
     assert torch.equal(targets, torch.nn.functional.one_hot(labels, 5).float())
 
@@ -269,9 +301,9 @@ def test_probability_labels_are_mixed_with_the_same_weights(mode):
     images = _provenance_batch(batch)
     gen_labels = torch.Generator().manual_seed(0)
     soft = torch.softmax(torch.randn(batch, classes, generator=gen_labels), 1)
-    mixer = build_mixer(mode, num_classes=batch, k=_k_for(mode, 4), alpha=1.0)
+    mixer = _build(mode, num_classes=batch, k=_k_for(mode, 4), alpha=1.0)
     _, shares = mixer(images, torch.arange(batch), generator=torch.Generator().manual_seed(9))
-    soft_mixer = build_mixer(mode, num_classes=classes, k=_k_for(mode, 4), alpha=1.0)
+    soft_mixer = _build(mode, num_classes=classes, k=_k_for(mode, 4), alpha=1.0)
     _, targets = soft_mixer(images, soft, generator=torch.Generator().manual_seed(9))
     torch.testing.assert_close(targets, shares @ soft, atol=1e-6, rtol=1e-5)
 
@@ -281,7 +313,7 @@ def test_inputs_are_not_modified(mode):
     images = torch.rand(8, 3, 10, 10)
     labels = torch.randint(0, 4, (8,))
     before = images.clone(), labels.clone()
-    build_mixer(mode, num_classes=4, k=_k_for(mode, 3))(images, labels)
+    _build(mode, num_classes=4, k=_k_for(mode, 3))(images, labels)
     assert torch.equal(images, before[0]) and torch.equal(labels, before[1])
 
 
@@ -289,7 +321,7 @@ def test_inputs_are_not_modified(mode):
 def test_same_seed_same_output_different_seed_differs(mode):
     images = torch.rand(16, 3, 12, 12)
     labels = torch.randint(0, 5, (16,))
-    mixer = build_mixer(mode, num_classes=5, k=_k_for(mode, 4))
+    mixer = _build(mode, num_classes=5, k=_k_for(mode, 4))
 
     def run(seed):
         return mixer(images, labels, generator=torch.Generator().manual_seed(seed))
@@ -406,7 +438,7 @@ def test_compiles_with_torch_compile():
 def test_no_host_synchronisation_on_cuda(mode):
     images = torch.rand(32, 3, 32, 32, device="cuda")
     labels = torch.randint(0, 10, (32,), device="cuda")
-    mixer = build_mixer(mode, num_classes=10, k=_k_for(mode, 5), prob=0.5)
+    mixer = _build(mode, num_classes=10, k=_k_for(mode, 5), prob=0.5)
     gen = torch.Generator(device="cuda").manual_seed(0)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

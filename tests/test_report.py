@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from dcutmix.reference import find_paper_result, paper_results
+from dcutmix.reference import (
+    find_paper_result,
+    not_reproduced,
+    paper_results,
+    reproducible_results,
+    run_method,
+)
 from dcutmix.report import (
     MODE_ORDER,
     collect_runs,
@@ -199,11 +205,52 @@ def test_paper_figure_sits_beside_a_matching_row(tmp_path: Path) -> None:
 
 
 def test_paper_figures_match_prob_when_published() -> None:
-    assert len(paper_results()) == 15
+    assert len(paper_results()) == 24
     assert find_paper_result("cifar100", "pyramidnet200", "cutmix", 2, 1.0, 0.5).top1_err == 14.47
     assert find_paper_result("cifar100", "pyramidnet200", "cutmix", 2, 1.0, 1.0) is None
     assert find_paper_result("cifar10", "pyramidnet200", "none", None, None, 1.0).top1_err == 3.85
     assert find_paper_result("digits", "tiny", "dcutmix", 5, 0.2, 1.0) is None
+
+
+def test_regulariser_runs_match_their_own_paper_rows() -> None:
+    base = ("cifar100", "pyramidnet200", "none", None, None, 1.0)
+    assert find_paper_result(*base).top1_err == 16.45
+    assert find_paper_result(*base, stochastic_depth=0.5).top1_err == 15.86
+    assert find_paper_result(*base, dropblock=0.9).top1_err == 15.73
+    assert find_paper_result(*base, label_smoothing=0.1).top1_err == 16.73
+    assert find_paper_result(*base, label_smoothing=0.0).top1_err == 16.45
+    # two regularisers at once, or one on top of mixing: no such paper row
+    assert find_paper_result(*base, stochastic_depth=0.5, label_smoothing=0.1) is None
+    assert find_paper_result("cifar100", "pyramidnet200", "mixup", 2, 1.0, 1.0) is not None
+    assert (
+        find_paper_result("cifar100", "pyramidnet200", "mixup", 2, 1.0, 1.0, dropblock=0.9) is None
+    )
+    # a regulariser's row is PyramidNet-200's only
+    assert (
+        find_paper_result(
+            "cifar100", "pyramidnet110", "none", None, None, 1.0, stochastic_depth=0.5
+        )
+        is None
+    )
+    assert run_method("none", stochastic_depth=0.5) == "stochdepth"
+    assert run_method("cutmix", label_smoothing=0.1) == "cutmix+label_smoothing"
+    manifold = find_paper_result("cifar10", "pyramidnet200", "manifold_mixup", 2, 2.0, 1.0)
+    assert (manifold.top1_err, manifold.kind) == (3.15, "mixing")
+    assert (
+        find_paper_result("cifar100", "pyramidnet200", "stochdepth", None, None, None).kind
+        == "regulariser"
+    )
+
+
+def test_rows_not_reproduced_say_why() -> None:
+    listed = not_reproduced()
+    assert [(r.method, r.top1_err) for r, _ in listed] == [
+        ("stylemix", 16.37),
+        ("stylecutmix", 14.17),
+    ]
+    for _, reason in listed:
+        assert "pretrained" in reason and "style-transfer network" in reason
+    assert len(reproducible_results()) == len(paper_results()) - 2
 
 
 def test_table_without_published_figures_has_no_paper_column(two_modes: Path) -> None:

@@ -190,7 +190,10 @@ def test_the_demo_sweep_composes_all_seven_modes_on_digits():
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             primary = compose("train", overrides=["+sweep=demo"], return_hydra_config=True)
             modes = str(primary.hydra.sweeper.params.mixing).split(",")
-            assert sorted(modes) == sorted(MIXING_MODES) and len(modes) == len(MIXING_MODES)
+            # the paper's seven modes; the field's baselines (cutout, fmix, resizemix) and
+            # manifold_mixup follow them (the zoo sweep has every mode)
+            paper_modes = MIXING_MODES[: MIXING_MODES.index("dcutmix") + 1]
+            assert modes == list(paper_modes)
             names = set()
             for mode in modes:
                 # What the basic sweeper composes for each job of the grid.
@@ -206,7 +209,7 @@ def test_the_demo_sweep_composes_all_seven_modes_on_digits():
                 assert (job.logger.name, job.sweep_name) == ("none", "demo")
                 validate(job)
                 names.add(job.run_name)
-            assert len(names) == len(MIXING_MODES), names
+            assert len(names) == len(paper_modes), names
     finally:
         HydraConfig.instance().cfg = None
         GlobalHydra.instance().clear()

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -131,10 +132,17 @@ SLOW_RUN = [
 ]
 
 
-def _inside_epoch_two(run: Path, delay: float) -> subprocess.Popen:
+def _inside_epoch_two(run: Path, delay: float, mode: str) -> subprocess.Popen:
     """Start SLOW_RUN in ``run`` and return once it is ``delay`` seconds into its second epoch."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dcutmix.train", *SLOW_RUN, f"hydra.run.dir={run}"],
+        [
+            sys.executable,
+            "-m",
+            "dcutmix.train",
+            *SLOW_RUN,
+            f"mixing={mode}",
+            f"hydra.run.dir={run}",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -144,49 +152,64 @@ def _inside_epoch_two(run: Path, delay: float) -> subprocess.Popen:
     return proc
 
 
+# fmix draws Fourier noise from the mixing generator besides the Beta and permutation draws
+RESUME_MODES = ("dcutmix", "fmix")
+
+
 @pytest.fixture(scope="module")
-def uninterrupted_metrics(tmp_path_factory) -> list[dict]:
-    """metrics.jsonl of SLOW_RUN left alone: what every interrupted and resumed copy must match."""
-    reference = tmp_path_factory.mktemp("reference") / "run"
-    assert cli([*SLOW_RUN, f"hydra.run.dir={reference}"]).returncode == 0
-    return read_metrics(reference)
+def uninterrupted_metrics(tmp_path_factory) -> Callable[[str], list[dict]]:
+    """metrics.jsonl of SLOW_RUN left alone, per mode (each trained once per module): what every
+    interrupted and resumed copy must match."""
+    cache: dict[str, list[dict]] = {}
+
+    def metrics(mode: str) -> list[dict]:
+        if mode not in cache:
+            reference = tmp_path_factory.mktemp(f"reference-{mode}") / "run"
+            assert cli([*SLOW_RUN, f"mixing={mode}", f"hydra.run.dir={reference}"]).returncode == 0
+            cache[mode] = read_metrics(reference)
+        return cache[mode]
+
+    return metrics
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", RESUME_MODES)
 def test_sigkill_mid_run_then_rerun_ends_with_the_uninterrupted_metrics(
-    tmp_path, uninterrupted_metrics
+    tmp_path, uninterrupted_metrics, mode
 ):
     run = tmp_path / "killed"
-    proc = _inside_epoch_two(run, delay=0.3)
+    proc = _inside_epoch_two(run, delay=0.3, mode=mode)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert read_results(run)["status"] == "running"  # what a kill leaves behind
 
-    rerun = cli([*SLOW_RUN, f"hydra.run.dir={run}"])
+    rerun = cli([*SLOW_RUN, f"mixing={mode}", f"hydra.run.dir={run}"])
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming from" in rerun.stderr
-    assert read_metrics(run) == uninterrupted_metrics
+    assert read_metrics(run) == uninterrupted_metrics(mode)
     assert read_results(run)["status"] == "completed"
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tmp_path, uninterrupted_metrics):
+@pytest.mark.parametrize("mode", [*RESUME_MODES, "manifold_mixup"])
+def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tmp_path, uninterrupted_metrics, mode):
     run = tmp_path / "stopped"
-    proc = _inside_epoch_two(run, delay=0.2)
+    proc = _inside_epoch_two(run, delay=0.2, mode=mode)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode != 0
     results = read_results(run)
     assert results["status"] == "interrupted", stderr
     assert "rerun the same command to resume" in results["error"]
-    rerun = cli([*SLOW_RUN, f"hydra.run.dir={run}"])
+    rerun = cli([*SLOW_RUN, f"mixing={mode}", f"hydra.run.dir={run}"])
     assert rerun.returncode == 0, rerun.stderr
     assert "step" in rerun.stderr.split("resuming from", 1)[1].splitlines()[0]
-    assert read_metrics(run) == uninterrupted_metrics
+    assert read_metrics(run) == uninterrupted_metrics(mode)
 
 
-def test_damaged_last_checkpoint_falls_back_to_the_previous_one(train_in_process, tmp_path):
-    overrides = ["trainer.epochs=3", "trainer.limit_train_batches=2"]
+@pytest.mark.parametrize("mode", RESUME_MODES)
+def test_damaged_last_checkpoint_falls_back_to_the_previous_one(train_in_process, tmp_path, mode):
+    overrides = ["trainer.epochs=3", "trainer.limit_train_batches=2", f"mixing={mode}"]
     _, reference = train_in_process(overrides, tmp_path / "reference")
     _, run = train_in_process(overrides, tmp_path / "run")
     # Make it look as if the run died after epoch 3's checkpoint was half written.
@@ -290,8 +313,8 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [
-        "error: mixing=dcutmixx: no such mixing option; choose one of cutmix, dcutmix, dmixup, mixup, "
-        "naive_cutmix, naive_mixup, none"
+        "error: mixing=dcutmixx: no such mixing option; choose one of cutmix, cutout, dcutmix, "
+        "dmixup, fmix, manifold_mixup, mixup, naive_cutmix, naive_mixup, none, resizemix"
     ]
     assert not (tmp_path / "x").exists()
 

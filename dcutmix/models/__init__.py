@@ -9,18 +9,29 @@ and pools globally, so image sizes other than 32x32 work too.
 """
 
 from dcutmix.models.authors import load_authors_state_dict
-from dcutmix.models.build import MODEL_NAMES, build_model, count_parameters, model_settings
+from dcutmix.models.build import (
+    MODEL_NAMES,
+    build_model,
+    check_model_config,
+    count_parameters,
+    hidden_layers,
+    model_settings,
+)
 from dcutmix.models.pyramidnet import PyramidNet
+from dcutmix.models.regularisers import DropBlock
 from dcutmix.models.tiny import TinyNet
 from dcutmix.models.wide_resnet import WideResNet
 
 __all__ = [
     "MODEL_NAMES",
+    "DropBlock",
     "PyramidNet",
     "TinyNet",
     "WideResNet",
     "build_model",
+    "check_model_config",
     "count_parameters",
+    "hidden_layers",
     "load_authors_state_dict",
     "model_settings",
 ]

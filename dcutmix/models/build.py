@@ -11,11 +11,18 @@ from torch import nn
 
 from dcutmix.errors import ConfigError
 from dcutmix.models.pyramidnet import PyramidNet
+from dcutmix.models.regularisers import check_dropblock, check_stochastic_depth
 from dcutmix.models.resnet import resnet18
 from dcutmix.models.tiny import TinyNet
 from dcutmix.models.wide_resnet import WideResNet
 
-__all__ = ["MODEL_NAMES", "build_model", "count_parameters"]
+__all__ = [
+    "MODEL_NAMES",
+    "build_model",
+    "check_model_config",
+    "count_parameters",
+    "hidden_layers",
+]
 
 # Each entry's keyword defaults are the published configuration; conf/model/<name>.yaml repeats
 # them so a run's resolved config records every knob.
@@ -39,6 +46,25 @@ def model_settings(name: str) -> tuple[str, ...]:
         raise ConfigError(f"model.name: {name!r} is not a model; valid: {', '.join(MODEL_NAMES)}")
     parameters = inspect.signature(_BUILDERS[name]).parameters
     return tuple(sorted(key for key in parameters if key not in _DATA_ARGUMENTS))
+
+
+def hidden_layers(name: str) -> tuple[int, ...]:
+    """The layers at which model ``name`` can take and continue from a hidden state (0 = input)."""
+    model_settings(name)  # names the valid models when ``name`` is not one
+    builder = _BUILDERS[name]
+    return getattr(builder, "func", builder).hidden_layers
+
+
+def check_model_config(config: dict[str, Any]) -> None:
+    """Check a model config group (name and knobs) without building it; ConfigError naming the key."""
+    name = config.get("name")
+    settings = model_settings(name)
+    for key in config:
+        if key != "name" and key not in settings:
+            valid = ", ".join(settings) if settings else "none"
+            raise ConfigError(f"model.{key}: not a setting of {name}; valid settings: {valid}")
+    check_stochastic_depth(config.get("stochastic_depth"))
+    check_dropblock(config.get("dropblock"))
 
 
 def build_model(name: str, *, num_classes: int, in_channels: int = 3, **kwargs: Any) -> nn.Module:

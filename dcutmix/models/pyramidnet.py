@@ -12,6 +12,14 @@ from torch import Tensor, nn
 from dcutmix.errors import ConfigError
 from dcutmix.models._checks import positive_int
 from dcutmix.models._init import init_conv_and_bn
+from dcutmix.models._stages import StagedModel
+from dcutmix.models.regularisers import (
+    check_dropblock,
+    check_stochastic_depth,
+    drop_block,
+    drop_branch,
+    survival_probabilities,
+)
 
 __all__ = ["PyramidBasicBlock", "PyramidBottleneck", "PyramidNet"]
 
@@ -45,11 +53,14 @@ class PyramidBasicBlock(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _downsample(stride)
+        #: probability that the residual branch is kept in training (stochastic depth)
+        self.survival = 1.0
 
     def forward(self, x: Tensor) -> Tensor:
         """Residual branch plus the (pooled, zero-padded) input."""
         out = self.conv1(self.bn1(x))
         out = self.bn3(self.conv2(self.relu(self.bn2(out))))
+        out = drop_branch(out, self.survival, self.training)
         shortcut = x if self.downsample is None else self.downsample(x)
         return out + _widen(shortcut, out.shape[1])
 
@@ -70,19 +81,31 @@ class PyramidBottleneck(nn.Module):
         self.bn4 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _downsample(stride)
+        #: probability that the residual branch is kept in training (stochastic depth)
+        self.survival = 1.0
 
     def forward(self, x: Tensor) -> Tensor:
         """Residual branch plus the (pooled, zero-padded) input."""
         out = self.conv1(self.bn1(x))
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.bn4(self.conv3(self.relu(self.bn3(out))))
+        out = drop_branch(out, self.survival, self.training)
         shortcut = x if self.downsample is None else self.downsample(x)
         # not in place: under autocast the branch and the shortcut may differ in dtype
         return out + _widen(shortcut, out.shape[1])
 
 
-class PyramidNet(nn.Module):
-    """CIFAR-style PyramidNet: widths grow by ``alpha`` in total, evenly over all blocks."""
+class PyramidNet(StagedModel):
+    """CIFAR-style PyramidNet: widths grow by ``alpha`` in total, evenly over all blocks.
+
+    ``stochastic_depth`` (p_L, the last block's survival probability) keeps residual branch l of
+    L with probability 1 - (l / L)(1 - p_L) in training; ``dropblock`` ({keep_prob, block_size})
+    drops blocks of the outputs of the last two stages. Both are off (None) by default, add no
+    parameters, and leave evaluation untouched. Hidden layers: 0 (input) and the outputs of
+    stages 1-3.
+    """
+
+    hidden_layers = (0, 1, 2, 3)
 
     def __init__(
         self,
@@ -90,26 +113,18 @@ class PyramidNet(nn.Module):
         depth: int = 110,
         alpha: float = 64,
         bottleneck: bool = True,
+        stochastic_depth: float | None = None,
+        dropblock: dict | None = None,
         num_classes: int = 10,
         in_channels: int = 3,
     ) -> None:
         super().__init__()
         positive_int(num_classes, "num_classes")
         positive_int(in_channels, "in_channels")
-        positive_int(depth, "model.depth")
-        if not isinstance(bottleneck, bool):
-            raise ConfigError(f"model.bottleneck: {bottleneck!r} is not valid; use true or false")
-        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha <= 0:
-            raise ConfigError(f"model.alpha: {alpha!r} is not valid; use a positive number")
-        layers_per_block = 9 if bottleneck else 6
-        if depth < 2 + layers_per_block or (depth - 2) % layers_per_block:
-            kind = "bottleneck" if bottleneck else "basic-block"
-            raise ConfigError(
-                f"model.depth: {depth} does not fit a {kind} PyramidNet; "
-                f"use {layers_per_block}n+2 (e.g. {layers_per_block * 12 + 2})"
-            )
+        blocks_per_stage = _check_shape(depth, alpha, bottleneck)
+        last_survival = check_stochastic_depth(stochastic_depth)
+        dropblock_settings = check_dropblock(dropblock)
         block = PyramidBottleneck if bottleneck else PyramidBasicBlock
-        blocks_per_stage = (depth - 2) // layers_per_block
         step = alpha / (3 * blocks_per_stage)
 
         stem = 16
@@ -135,11 +150,49 @@ class PyramidNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
 
+        all_blocks = [b for stage in stages for b in stage]
+        for b, survival in zip(
+            all_blocks, survival_probabilities(len(all_blocks), last_survival), strict=True
+        ):
+            b.survival = survival
+        # Settings, not modules: the module tree (and the authors' checkpoints) stay unchanged.
+        self.dropblock = dropblock_settings
+
         init_conv_and_bn(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits of shape (batch, num_classes)."""
-        x = self.bn1(self.conv1(x))
-        x = self.layer3(self.layer2(self.layer1(x)))
+    def parts(self) -> list:
+        """Stem and stage 1, stage 2, stage 3, the head."""
+        return [
+            lambda x: self.layer1(self.bn1(self.conv1(x))),
+            lambda x: self._drop_block(self.layer2(x)),
+            lambda x: self._drop_block(self.layer3(x)),
+            self._head,
+        ]
+
+    def _drop_block(self, x: Tensor) -> Tensor:
+        if self.dropblock is None:
+            return x
+        return drop_block(
+            x, self.dropblock["keep_prob"], self.dropblock["block_size"], self.training
+        )
+
+    def _head(self, x: Tensor) -> Tensor:
         x = self.avgpool(self.relu_final(self.bn_final(x)))
         return self.fc(x.flatten(1))
+
+
+def _check_shape(depth: int, alpha: float, bottleneck: bool) -> int:
+    """Blocks per stage for a valid (depth, alpha, bottleneck), else a ConfigError naming the key."""
+    positive_int(depth, "model.depth")
+    if not isinstance(bottleneck, bool):
+        raise ConfigError(f"model.bottleneck: {bottleneck!r} is not valid; use true or false")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha <= 0:
+        raise ConfigError(f"model.alpha: {alpha!r} is not valid; use a positive number")
+    layers_per_block = 9 if bottleneck else 6
+    if depth < 2 + layers_per_block or (depth - 2) % layers_per_block:
+        kind = "bottleneck" if bottleneck else "basic-block"
+        raise ConfigError(
+            f"model.depth: {depth} does not fit a {kind} PyramidNet; "
+            f"use {layers_per_block}n+2 (e.g. {layers_per_block * 12 + 2})"
+        )
+    return (depth - 2) // layers_per_block

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from dcutmix.models._checks import positive_int
+from dcutmix.models._stages import StagedModel
 
 __all__ = ["TinyNet"]
 
@@ -17,11 +18,14 @@ def _conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> nn.Sequen
     )
 
 
-class TinyNet(nn.Module):
+class TinyNet(StagedModel):
     """Four conv-BN-ReLU layers (width, width, 2x, 4x channels), global average pool, linear head.
 
     About 104k parameters at the default width of 32; global pooling lets any input size through.
+    Hidden layers: 0 (input) and the output of each of the four conv layers (a stage each).
     """
+
+    hidden_layers = (0, 1, 2, 3, 4)
 
     def __init__(self, *, width: int = 32, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
@@ -37,6 +41,9 @@ class TinyNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(4 * width, num_classes)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits of shape (batch, num_classes)."""
-        return self.fc(self.avgpool(self.features(x)).flatten(1))
+    def parts(self) -> list:
+        """The four conv layers, then the head."""
+        return [*self.features, self._head]
+
+    def _head(self, x: Tensor) -> Tensor:
+        return self.fc(self.avgpool(x).flatten(1))

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from dcutmix.errors import ConfigError
 from dcutmix.models._checks import positive_int
 from dcutmix.models._init import init_conv_and_bn
+from dcutmix.models._stages import StagedModel
 
 __all__ = ["WideResNet"]
 
@@ -38,8 +39,13 @@ class WideBasicBlock(nn.Module):
         return out + shortcut
 
 
-class WideResNet(nn.Module):
-    """WRN-depth-k: three stages of (depth-4)/6 blocks, 16k, 32k and 64k channels wide."""
+class WideResNet(StagedModel):
+    """WRN-depth-k: three stages of (depth-4)/6 blocks, 16k, 32k and 64k channels wide.
+
+    Hidden layers: 0 (input) and the outputs of stages 1-3.
+    """
+
+    hidden_layers = (0, 1, 2, 3)
 
     def __init__(
         self,
@@ -87,8 +93,10 @@ class WideResNet(nn.Module):
         init_conv_and_bn(self)
         nn.init.zeros_(self.fc.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits of shape (batch, num_classes)."""
-        x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
+    def parts(self) -> list:
+        """Stem and stage 1, stage 2, stage 3, the head."""
+        return [lambda x: self.layer1(self.conv1(x)), self.layer2, self.layer3, self._head]
+
+    def _head(self, x: Tensor) -> Tensor:
         x = self.avgpool(self.relu_final(self.bn_final(x)))
         return self.fc(x.flatten(1))

@@ -1,4 +1,9 @@
-"""Published top-1 errors of the DCutMix paper, shipped with the package for the report."""
+"""Published top-1 errors of the DCutMix paper, shipped with the package for the report.
+
+A row's ``method`` is a mixing mode (``kind`` "mixing") or a regulariser of the model or the
+trainer (``kind`` "regulariser": stochdepth, dropblock, label_smoothing); ``run_method`` names
+the method a run's settings amount to, so a measured row meets its paper row.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ class PaperResult:
     dataset: str
     model: str
     method: str
+    kind: str
     k: int | None
     alpha: float | None
     prob: float | None
@@ -60,6 +66,7 @@ def paper_results() -> tuple[PaperResult, ...]:
             dataset=row["dataset"],
             model=row["model"],
             method=row["method"],
+            kind=row["kind"],
             k=_number(row["k"], int),
             alpha=_number(row["alpha"], float),
             prob=_number(row["prob"], float),
@@ -70,11 +77,84 @@ def paper_results() -> tuple[PaperResult, ...]:
     )
 
 
+# The paper's regularisers and the run settings that select them.
+REGULARISERS = ("stochdepth", "dropblock", "label_smoothing")
+
+# Rows of the paper's table this framework does not reproduce, and why.
+NOT_REPRODUCED = {
+    "stylemix": (
+        "StyleMix mixes content and style through a pretrained AdaIN style-transfer network "
+        "(Hong et al., 2021), whose weights cannot be obtained here; it is not faked"
+    ),
+    "stylecutmix": (
+        "StyleCutMix mixes content and style through a pretrained AdaIN style-transfer network "
+        "(Hong et al., 2021), whose weights cannot be obtained here; it is not faked"
+    ),
+}
+
+
+def run_method(
+    mode: str,
+    *,
+    stochastic_depth: float | None = None,
+    dropblock: object = None,
+    label_smoothing: float | None = None,
+) -> str:
+    """The paper's method a run amounts to: its mixing mode, or the one regulariser it adds to no
+    mixing (``stochdepth``, ``dropblock``, ``label_smoothing``); combinations are joined by ``+``
+    and match no paper row."""
+    added = [
+        name
+        for name, used in (
+            ("stochdepth", stochastic_depth is not None),
+            ("dropblock", dropblock is not None),
+            ("label_smoothing", bool(label_smoothing)),
+        )
+        if used
+    ]
+    if not added:
+        return mode
+    return "+".join(added if mode == "none" else [mode, *added])
+
+
 def find_paper_result(
-    dataset: str, model: str, mode: str, k: int | None, alpha: float | None, prob: float | None
+    dataset: str,
+    model: str,
+    mode: str,
+    k: int | None,
+    alpha: float | None,
+    prob: float | None,
+    *,
+    stochastic_depth: float | None = None,
+    dropblock: object = None,
+    label_smoothing: float | None = None,
 ) -> PaperResult | None:
-    """The published figure for these settings, or None when the paper has none."""
+    """The published figure for these settings, or None when the paper has none.
+
+    A regulariser run (e.g. PyramidNet-200 with ``model.stochastic_depth`` set and no mixing)
+    matches the regulariser's row; the regulariser's own settings are not published, so any
+    value matches.
+    """
+    method = run_method(
+        mode,
+        stochastic_depth=stochastic_depth,
+        dropblock=dropblock,
+        label_smoothing=label_smoothing,
+    )
     for result in paper_results():
-        if result.matches(dataset, model, mode, k, alpha, prob):
+        if result.method in REGULARISERS and result.method == method:
+            if (result.dataset, result.model) == (dataset, model):
+                return result
+        elif result.matches(dataset, model, method, k, alpha, prob):
             return result
     return None
+
+
+def not_reproduced() -> list[tuple[PaperResult, str]]:
+    """The paper's rows this framework does not reproduce, each with the reason."""
+    return [(r, NOT_REPRODUCED[r.method]) for r in paper_results() if r.method in NOT_REPRODUCED]
+
+
+def reproducible_results() -> tuple[PaperResult, ...]:
+    """The paper's rows this framework reproduces (each has an experiment preset)."""
+    return tuple(r for r in paper_results() if r.method not in NOT_REPRODUCED)

@@ -13,7 +13,19 @@ from dcutmix.report.significance import Difference, baseline_differences
 from dcutmix.results import Status
 
 # The order of dcutmix.mixing.MIXING_MODES, repeated here because that module imports torch.
-MODE_ORDER = ("none", "mixup", "cutmix", "naive_mixup", "naive_cutmix", "dmixup", "dcutmix")
+MODE_ORDER = (
+    "none",
+    "mixup",
+    "cutmix",
+    "naive_mixup",
+    "naive_cutmix",
+    "dmixup",
+    "dcutmix",
+    "cutout",
+    "fmix",
+    "resizemix",
+    "manifold_mixup",
+)
 
 
 # Settings listed first, in this order; any other setting follows by name.
@@ -132,6 +144,9 @@ def _paper_top1_err(settings: dict[str, Any]) -> float | None:
         int(k) if k is not None and k.is_integer() else None,
         _number(settings.get("alpha")),
         _number(settings.get("prob")),
+        stochastic_depth=settings.get("stochastic_depth"),
+        dropblock=settings.get("dropblock.keep_prob", settings.get("dropblock")),
+        label_smoothing=settings.get("label_smoothing"),
     )
     return found.top1_err if found else None
 
