@@ -204,6 +204,22 @@ def test_paper_figure_sits_beside_a_matching_row(tmp_path: Path) -> None:
     assert table[-1].rstrip(" |").endswith("16.95")
 
 
+def test_report_with_paper_figures_lists_the_rows_it_cannot_reproduce(tmp_path: Path) -> None:
+    paper_sweep, toy_sweep = tmp_path / "paper", tmp_path / "toy"
+    write_run(paper_sweep, "dcutmix-k5-a0.2-s1", dataset="cifar100", model="pyramidnet110")
+    write_run(toy_sweep, "dcutmix-k5-a0.2-s1")
+    for sweep in (paper_sweep, toy_sweep):
+        assert main([str(sweep)]) == 0
+    report = (paper_sweep / "report.md").read_text()
+    section = report.split("## Paper rows not reproduced here", 1)[1]
+    listed = [line for line in section.splitlines() if line.startswith("- ")]
+    assert len(listed) == len(not_reproduced()) == 2
+    assert "stylemix: published top-1 error 16.37%" in section
+    assert "stylecutmix: published top-1 error 14.17%" in section
+    assert "style-transfer network" in section
+    assert "not reproduced here" not in (toy_sweep / "report.md").read_text()
+
+
 def test_paper_figures_match_prob_when_published() -> None:
     assert len(paper_results()) == 24
     assert find_paper_result("cifar100", "pyramidnet200", "cutmix", 2, 1.0, 0.5).top1_err == 14.47

@@ -7,6 +7,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+from dcutmix.reference import not_reproduced
 from dcutmix.report.runs import Run
 from dcutmix.report.significance import Difference
 from dcutmix.report.stats import (
@@ -168,6 +169,8 @@ def render_report(
         if baseline is not None and any(row.difference is not None for row in rows):
             parts.append(significance_note(baseline, best))
         parts.append(markdown_table(rows, best, metrics, baseline))
+        if any(row.paper_top1_err is not None for row in rows):
+            parts.append(not_reproduced_section())
     else:
         parts.append("No run has completed yet.")
     note = excluded_note(problems)
@@ -179,6 +182,16 @@ def render_report(
     if plots:
         parts.append("## Plots\n\n" + "\n".join(f"- [{name}]({name})" for name in plots))
     return "\n\n".join(parts) + "\n"
+
+
+def not_reproduced_section() -> str:
+    """The paper's rows this framework cannot rerun, with why, so a reader sees the whole table."""
+    lines = [
+        f"- {paper.dataset}, {paper.model}, {paper.method}: published top-1 error "
+        f"{_percent(paper.top1_err)}%; not reproduced: {reason}"
+        for paper, reason in not_reproduced()
+    ]
+    return "## Paper rows not reproduced here\n\n" + "\n".join(lines)
 
 
 def significance_note(baseline: str, best: bool) -> str:
