@@ -15,6 +15,7 @@ from typing import Any
 from dcutmix.errors import InputError
 from dcutmix.results import Status
 from dcutmix.run_folder import find_run_folders
+from dcutmix.runlock import pid_alive
 from dcutmix.tracking import flatten_config
 
 # A "running" run on another host is only known to be dead when it stops updating; the trainer
@@ -88,16 +89,6 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists but belongs to someone else
-    return True
-
-
 def _parse_time(text: Any) -> datetime | None:
     if not isinstance(text, str):
         return None
@@ -111,7 +102,7 @@ def _parse_time(text: Any) -> datetime | None:
 def _running_state(results: dict[str, Any], now: datetime) -> tuple[str, str]:
     """``running`` or ``unfinished`` for a run whose results.json says running, with the reason."""
     pid, host = results.get("pid"), results.get("hostname")
-    if host == socket.gethostname() and isinstance(pid, int) and pid > 0 and not _pid_alive(pid):
+    if host == socket.gethostname() and isinstance(pid, int) and pid > 0 and not pid_alive(pid):
         return Status.UNFINISHED, f"its process {pid} on this host is gone"
     updated = _parse_time(results.get("updated_at"))
     if updated is None:
