@@ -54,7 +54,8 @@ def image_mixers(num_classes: int) -> dict[str, Mixer]:
     A mode that cannot be built from its defaults or does not take an image batch (a mixer of
     hidden features, say) is left out, so new image modes join the table by registering.
     """
-    images = torch.rand(2, 3, 8, 8)
+    # the smallest size the table times, so a default that needs room (cutout's 16-pixel square) fits
+    images = torch.rand(2, 3, 32, 32)
     labels = torch.zeros(2, dtype=torch.long)
     mixers = {}
     for mode in MIXING_MODES:
