@@ -218,7 +218,7 @@ class Mixer:
         if self.prob < 1.0:
             plan = _gate(plan, self.prob, images.device, generator)
         mixed = _apply_boxes(images, plan) if plan.is_box else _apply_blend(images, plan)
-        return mixed, _mix_targets(targets, plan)
+        return mixed, _mix_targets(targets, plan, labels)
 
     def _plan(
         self, batch: int, n: int, height: int, width: int, device: torch.device, generator
@@ -399,38 +399,45 @@ class DCutMix(Mixer):
     default_per_sample = True
 
     def _plan(self, batch, n, height, width, device, generator) -> _Plan:
-        log_g = _log_gamma(self.alpha, (n, self.k), device, generator)
-        # tail[:, j] = log(phi_j + ... + phi_{K-1}) up to a constant, so that
-        # sqrt(1 - v_j) = sqrt(tail_{j+1} / tail_j) without any subtraction or division by ~0.
-        tail = torch.logcumsumexp(log_g.flip(1), dim=1).flip(1)
-        shrink = torch.exp(0.5 * (tail[:, 1:] - tail[:, :-1])).T  # (K-1, n)
-        offsets = _rand((self.k - 1, 2, n), device, generator)
+        k, steps = self.k, self.k - 1
+        # The K Gamma draws are exchangeable, so they are read last to first: cum[:, i] is
+        # log(phi_{K-1-i} + ... + phi_{K-1}) up to a constant, and sqrt(1 - v_j) =
+        # sqrt(tail_{j+1} / tail_j) is a difference of logs, without dividing by ~0.
+        cum = torch.logcumsumexp(_log_gamma(self.alpha, (n, k), device, generator), dim=1)
+        shrink = torch.exp((cum[:, :-1] - cum[:, 1:]).T.mul_(0.5))  # row K-2-j: box j+1 in box j
+        # one uniform draw for the offsets of the boxes and the source permutations
+        uniform = _rand((steps * (2 * n + batch),), device, generator)
+        offsets = uniform[: steps * 2 * n].view(steps, 2, n)
+        perms = uniform[steps * 2 * n :].view(steps, batch).argsort(dim=1)
 
         # Rows and columns travel together as (2, n) tensors: [heights; widths], [tops; lefts].
-        # Only the rounding of each side depends on its parent's, so the loop holds two small ops
-        # and the offsets and corners are computed for all levels at once.
-        full = torch.tensor([[float(height)], [float(width)]], device=device)
-        side = full.expand(2, n)
-        sides = [side]
-        for j in range(self.k - 1):
-            side = torch.round(side * shrink[j])
-            sides.append(side)
-        sides_t = torch.stack(sides)  # (K, 2, n), the whole image first
-        slack = sides_t[:-1] - sides_t[1:]
-        corners = torch.minimum(torch.floor(offsets * (slack + 1.0)), slack).cumsum(0)
+        # Only the rounding of each side depends on its parent's, so the loop holds two small
+        # in-place ops; the extra last row of zeros is the area inside the innermost box.
+        sides = torch.zeros((k + 1, 2, n), device=device)
+        sides[0] = torch.tensor([[float(height)], [float(width)]], device=device)
+        for j in range(steps):
+            torch.mul(sides[j], shrink[steps - 1 - j], out=sides[j + 1]).round_()
+        inner = sides[1:k]
+        slack = sides[:steps] - inner
+        corners = torch.minimum(torch.floor(offsets * (slack + 1.0)), slack).cumsum_(0)
 
         # The boxes are nested, so a pixel lies in box j exactly when its row lies in the first j
         # row spans and its column in the first j column spans: the visible source is the smaller
-        # of the two counts. Rows and columns are counted together, over the longer side.
-        depth = _span_mask(corners, sides_t[1:], max(height, width)).sum(0)  # (2, n, max(H, W))
+        # of the two depths. Each depth profile is the running sum of +1 where a span starts and
+        # -1 where it ends; rows and columns are counted together, over the longer side.
+        size = max(height, width)
+        edges = torch.cat([corners, corners + inner]).long().permute(1, 2, 0)  # (2, n, 2 steps)
+        step = torch.ones((), dtype=torch.int32, device=device).expand(2, n, steps)
+        starts_ends = torch.zeros((2, n, size + 1), dtype=torch.int32, device=device)
+        starts_ends.scatter_add_(2, edges[..., :steps], step).scatter_add_(
+            2, edges[..., steps:], -step
+        )
+        depth = starts_ends.cumsum(2, dtype=torch.int32)  # (2, n, size + 1)
 
         # visible area of source j = area of box j - area of box j+1 (the image is box 0)
-        area = torch.cat([sides_t.prod(dim=1), torch.zeros(1, n, device=device)])
-        visible = (area[:-1] - area[1:]).T
-        perms = _permutations(self.k - 1, batch, device, generator)
-        return _Plan(
-            perms, visible / (height * width), rows=depth[0, :, :height], cols=depth[1, :, :width]
-        )
+        area = sides.prod(dim=1)
+        visible = (area[:-1] - area[1:]).T.div_(height * width)
+        return _Plan(perms, visible, rows=depth[0, :, :height], cols=depth[1, :, :width])
 
 
 def _gate(plan: _Plan, prob: float, device: torch.device, generator) -> _Plan:
@@ -484,11 +491,22 @@ def _apply_blend(images: Tensor, plan: _Plan) -> Tensor:
     return mixed
 
 
-def _mix_targets(targets: Tensor, plan: _Plan) -> Tensor:
+def _mix_targets(targets: Tensor, plan: _Plan, labels: Tensor | None = None) -> Tensor:
+    """Each sample's target: the sum of its sources' targets weighted by the plan.
+
+    ``labels`` are the class indices behind one-hot ``targets`` (None for probability labels).
+    """
     batch = targets.shape[0]
-    by_source = targets.index_select(0, _sources(plan, batch).reshape(-1)).view(
-        -1, batch, targets.shape[1]
-    )
+    sources = _sources(plan, batch)  # (K, B)
+    if labels is not None and labels.dim() == 1 and targets.device.type == "cpu":
+        # Each source's weight added into its class, in source order: the dense product below up
+        # to rounding, without its (K, B, classes) buffer. On an accelerator a scatter adds in
+        # any order, so there the dense product keeps the targets bit-reproducible.
+        classes = labels.to(device=targets.device, dtype=torch.long)
+        classes = classes.index_select(0, sources.reshape(-1)).view(-1, batch)
+        weights = plan.weights.expand(batch, -1)
+        return torch.zeros_like(targets).scatter_add_(1, classes.T, weights)
+    by_source = targets.index_select(0, sources.reshape(-1)).view(-1, batch, targets.shape[1])
     # A broadcast product and a sum: einsum's batched matmul of B tiny (1, K) x (K, N) products
     # costs milliseconds on CPU.
     return (plan.weights.T.unsqueeze(2) * by_source).sum(0)
@@ -742,7 +760,7 @@ class ResizeMix(_NoWeights, Mixer):
         corner, side = plan.corner, plan.side
         if self.prob < 1.0:
             plan = _gate(plan, self.prob, images.device, generator)
-        return _paste_resized(images, plan, corner, side), _mix_targets(targets, plan)
+        return _paste_resized(images, plan, corner, side), _mix_targets(targets, plan, labels)
 
 
 def _paste_resized(images: Tensor, plan: _Plan, corner: Tensor, side: Tensor) -> Tensor:
@@ -953,7 +971,7 @@ class ManifoldMixup(Mixer):
         plan = self._plan(batch, batch if self.per_sample else 1, 0, 0, images.device, generator)
         if self.prob < 1.0:
             plan = _gate(plan, self.prob, images.device, generator)
-        return _mix_targets(targets, plan), HiddenBlend(layer, plan)
+        return _mix_targets(targets, plan, labels), HiddenBlend(layer, plan)
 
 
 MIXING_MODES = (*MIXING_MODES, ManifoldMixup.mode)

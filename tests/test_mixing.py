@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dcutmix.mixing import (
     MIXING_MODES,
@@ -306,6 +307,23 @@ def test_probability_labels_are_mixed_with_the_same_weights(mode):
     soft_mixer = _build(mode, num_classes=classes, k=_k_for(mode, 4), alpha=1.0)
     _, targets = soft_mixer(images, soft, generator=torch.Generator().manual_seed(9))
     torch.testing.assert_close(targets, shares @ soft, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", MIXING_MODES[1:])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_class_index_targets_equal_mixing_one_hot_rows(mode, per_sample):
+    # Few classes for many sources, so one sample's sources often share a class: class indices
+    # (summed into their classes) and one-hot rows (a dense weighted sum) agree to rounding.
+    batch, classes = 64, 3
+    labels = torch.randint(0, classes, (batch,), generator=torch.Generator().manual_seed(1))
+    images = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    mixer = _build(mode, num_classes=classes, k=_k_for(mode, 6), alpha=0.7, per_sample=per_sample)
+    _, targets = mixer(images, labels, generator=torch.Generator().manual_seed(3))
+    _, dense = mixer(
+        images, F.one_hot(labels, classes).float(), generator=torch.Generator().manual_seed(3)
+    )
+    torch.testing.assert_close(targets, dense, rtol=0, atol=2**-23)
+    torch.testing.assert_close(targets.sum(1), torch.ones(batch))
 
 
 @pytest.mark.parametrize("mode", MIXING_MODES)
