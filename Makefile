@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Tests run on pytest-xdist workers, one per core by default; tests that submit to the local Slurm
+# cluster share one worker (tests/conftest.py). PYTEST_WORKERS=0 runs them all in this process.
+PYTEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 
 .PHONY: install test test-fast lint format demo bench gpu-check gpu-wheels slurm-up slurm-down clean
 
@@ -19,10 +23,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow and not slurm" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

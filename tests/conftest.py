@@ -6,11 +6,20 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from dcutmix.config import register
 from tests.helpers.runs import FAST, cli, compose_config, read_metrics, read_results
 
 register()
+
+# Under pytest-xdist (`make test` runs two workers on a two-core machine) every worker and every
+# process it starts computes on one thread: with torch's default of a thread per core, two
+# workers' trainings oversubscribe the cores and spin-wait, which made the suite slower in
+# parallel than in series.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # Quiet, offline, and never touching the user's own W&B settings.
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -29,3 +38,21 @@ def train_in_process():
         return train_run(cfg, run_dir), run_dir
 
     return run
+
+
+# Files whose tests submit to the one local Slurm cluster: under pytest-xdist (`make test` runs
+# two workers) they run one after another on a single worker, so jobs of two tests never queue
+# behind each other on the cluster's two CPUs and no test's wait depends on another's.
+SERIAL_GROUPS = {
+    "test_slurm.py": "slurm",
+    "test_slurm_infra.py": "slurm",
+    "test_slurm_pending.py": "slurm",
+    "test_sweep_slurm.py": "slurm",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = SERIAL_GROUPS.get(Path(str(item.fspath)).name)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -435,16 +435,13 @@ def test_generator_on_another_device_is_refused():
 
 @pytest.mark.slow
 def test_compiles_with_torch_compile():
-    mixer = build_mixer("dcutmix", num_classes=10, k=5, alpha=0.2)
-    compiled = torch.compile(lambda x, y: mixer(x, y))
-    images = torch.rand(8, 3, 16, 16)
-    mixed, targets = compiled(images, torch.randint(0, 10, (8,)))
-    assert mixed.shape == images.shape
-    torch.testing.assert_close(targets.sum(1), torch.ones(8))
-    # the compiled mixer is still exact: pixel shares equal targets
+    # One compilation: the compiled mixer keeps the shape, rows that sum to 1, and exactness
+    # (each source's pixel share equals its target weight).
     prov = _provenance_batch(8, 16, 16).float()
     full = build_mixer("dcutmix", num_classes=8, k=5, alpha=0.2)
     mixed, targets = torch.compile(lambda x, y: full(x, y))(prov, torch.arange(8))
+    assert mixed.shape == prov.shape
+    torch.testing.assert_close(targets.sum(1), torch.ones(8))
     torch.testing.assert_close(
         targets.double(), _pixel_shares(mixed.double(), 8), atol=1e-6, rtol=0
     )
