@@ -76,6 +76,8 @@ class _Plan:
     pixel_level: Tensor | None = None
     rows: Tensor | None = None
     cols: Tensor | None = None
+    #: (top, height, left, width), each (n,), when the partner shows through one rectangle (CutMix)
+    box: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
     @property
     def level(self) -> Tensor | None:
@@ -321,7 +323,8 @@ class CutMix(Mixer):
             & _span_mask(left, box_w, width).unsqueeze(1)
         ).long()
         perms = _permutations(1, batch, device, generator)
-        return _Plan(perms, torch.stack([1.0 - pasted, pasted], dim=1), level)
+        weights = torch.stack([1.0 - pasted, pasted], dim=1)
+        return _Plan(perms, weights, level, box=(top, box_h, left, box_w))
 
 
 class NaiveMixup(Mixer):
@@ -448,7 +451,11 @@ def _gate(plan: _Plan, prob: float, device: torch.device, generator) -> _Plan:
     weights = torch.where(mixed, plan.weights, anchor_only)
     # An unmixed batch shows the anchor (level 0) everywhere.
     gated = [None if t is None else t * mixed for t in (plan.pixel_level, plan.rows, plan.cols)]
-    return _Plan(plan.perms, weights, *gated)
+    box = None
+    if plan.box is not None:
+        top, box_h, left, box_w = plan.box
+        box = (top, box_h * mixed, left, box_w)  # an empty rectangle when the coin says no
+    return _Plan(plan.perms, weights, *gated, box=box)
 
 
 def _sources(plan: _Plan, batch: int) -> Tensor:
@@ -464,6 +471,13 @@ def _apply_boxes(images: Tensor, plan: _Plan) -> Tensor:
     was measured on the project's CPU machine: at 32x32 it was 2x slower than this gather, its
     extra whole-batch buffers costing more than the gather's per-element indexing.
     """
+    if (
+        plan.box is not None
+        and plan.box[0].shape[0] == 1
+        and images.device.type == "cpu"
+        and not torch.compiler.is_compiling()
+    ):
+        return _paste_box_cpu(images, plan)
     batch, channels, height, width = images.shape
     sources = _sources(plan, batch).T  # (B, K)
     if plan.rows is not None:
@@ -479,6 +493,21 @@ def _apply_boxes(images: Tensor, plan: _Plan) -> Tensor:
         source_of_pixel = torch.gather(sources, 1, level.long()).view(batch, height, width)
     index = source_of_pixel.unsqueeze(1).expand(batch, channels, height, width)
     return torch.gather(images, 0, index)
+
+
+def _paste_box_cpu(images: Tensor, plan: _Plan) -> Tensor:
+    """One rectangle shared by the batch, pasted by slicing: the gather's pixels, copied row by row.
+
+    On the CPU the box is already in host memory, so reading it costs no synchronisation; a
+    whole-batch copy and one sliced copy replace the per-pixel gather (CutMix at B=128 3x32x32
+    on the project's machine: 1.04 ms with the gather, 0.45 to 0.54 ms with this path).
+    """
+    top, box_h, left, box_w = (int(v) for v in torch.cat(plan.box).tolist())
+    mixed = images.clone()
+    if box_h and box_w:
+        rows, cols = slice(top, top + box_h), slice(left, left + box_w)
+        mixed[:, :, rows, cols] = images[:, :, rows, cols].index_select(0, plan.perms[0])
+    return mixed
 
 
 def _apply_blend(images: Tensor, plan: _Plan) -> Tensor:

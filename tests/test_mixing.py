@@ -433,6 +433,35 @@ def test_generator_on_another_device_is_refused():
         )
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "uint8"])
+def test_cpu_box_paste_gives_the_gathers_pixels(layout):
+    # CutMix's shared rectangle is pasted by slicing on the CPU; the per-pixel gather (the path
+    # of every device) must give the same batch, the prob coin included.
+    from dataclasses import replace
+
+    from dcutmix.mixing import _apply_boxes, _gate
+
+    gen = torch.Generator().manual_seed(5)
+    mixer = CutMix(num_classes=10, alpha=1.0)
+    pasted = 0
+    for trial in range(40):
+        height, width = 9 + trial % 5, 31 - trial % 7
+        images = torch.rand(6, 3, height, width, generator=gen)
+        if layout == "channels_last":
+            images = images.to(memory_format=torch.channels_last)
+        elif layout == "uint8":
+            images = (images * 255).to(torch.uint8)
+        plan = mixer._plan(6, 1, height, width, images.device, gen)
+        if trial % 2:
+            plan = _gate(plan, 0.5, images.device, gen)
+        assert plan.box is not None
+        fast, gathered = _apply_boxes(images, plan), _apply_boxes(images, replace(plan, box=None))
+        assert torch.equal(fast, gathered) and fast.dtype == images.dtype
+        assert fast.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+        pasted += int(not torch.equal(fast, images))
+    assert pasted >= 10  # most trials really pasted a box
+
+
 @pytest.mark.slow
 def test_compiles_with_torch_compile():
     # One compilation: the compiled mixer keeps the shape, rows that sum to 1, and exactness
