@@ -467,6 +467,9 @@ def _sources(plan: _Plan, batch: int) -> Tensor:
 def _apply_boxes(images: Tensor, plan: _Plan) -> Tensor:
     """Every pixel from the source its level names: one gather across the batch, any dtype.
 
+    A rectangle shared by the whole batch (``plan.box`` with n = 1) is pasted by slicing instead
+    on the CPU, where reading it costs no synchronisation (``_paste_box_cpu``, same pixels).
+
     Pasting the partners level by level instead (a whole-batch copy and a 0/1 blend per source)
     was measured on the project's CPU machine: at 32x32 it was 2x slower than this gather, its
     extra whole-batch buffers costing more than the gather's per-element indexing.

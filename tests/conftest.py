@@ -13,8 +13,8 @@ from tests.helpers.runs import FAST, cli, compose_config, read_metrics, read_res
 
 register()
 
-# Under pytest-xdist (`make test` runs two workers on a two-core machine) every worker and every
-# process it starts computes on one thread: with torch's default of a thread per core, two
+# Under pytest-xdist (`make test` runs one worker per core) every worker and every process it
+# starts computes on one thread: with torch's default of a thread per core, two
 # workers' trainings oversubscribe the cores and spin-wait, which made the suite slower in
 # parallel than in series.
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -41,7 +41,7 @@ def train_in_process():
 
 
 # Files whose tests submit to the one local Slurm cluster: under pytest-xdist (`make test` runs
-# two workers) they run one after another on a single worker, so jobs of two tests never queue
+# one worker per core) they run one after another on a single worker, so jobs of two tests never queue
 # behind each other on the cluster's two CPUs and no test's wait depends on another's.
 SERIAL_GROUPS = {
     "test_slurm.py": "slurm",
