@@ -27,6 +27,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from dcutmix import native
+
 __all__ = [
     "MIXING_MODES",
     "CutMix",
@@ -105,10 +107,24 @@ def _log_gamma(
     Gamma(a) = Gamma(a + 1) * U**(1/a); in log space the second factor is log(U)/a, which stays
     finite where U**(1/a) would underflow to zero and turn a Beta or Dirichlet draw into 0/0.
     """
+    return _log_gamma_and_uniform(alpha, shape, 0, device, generator)[0]
+
+
+def _log_gamma_and_uniform(
+    alpha: float, shape: tuple[int, ...], count: int, device: torch.device, generator
+) -> tuple[Tensor, Tensor]:
+    """``_log_gamma``'s draws and then ``count`` U(0, 1) draws, the uniform ones in one call.
+
+    On the CPU the values are those of separate calls in the same order (a CPU generator fills a
+    tensor in sequence); the single call saves an op per batch.
+    """
     concentration = torch.full(shape, alpha + 1.0, device=device, dtype=torch.float32)
     g = torch._standard_gamma(concentration, generator=generator)
-    u = 1.0 - _rand(shape, device, generator)  # in (0, 1]
-    return torch.log(g.clamp_min(torch.finfo(torch.float32).tiny)) + torch.log(u) / alpha
+    size = g.numel()
+    draws = _rand((size + count,), device, generator)
+    u = draws[:size].view(shape).neg_().add_(1.0)  # 1 - U, in (0, 1]: the same rounding
+    log_g = torch.log_(g.clamp_min_(torch.finfo(torch.float32).tiny))
+    return log_g.add_(torch.log_(u).div_(alpha)), draws[size:]
 
 
 def _beta(alpha: float, n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
@@ -210,9 +226,12 @@ class Mixer:
         self, images: Tensor, labels: Tensor, *, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """Mix a batch: returns (mixed images, float32 soft targets of shape (B, num_classes))."""
-        targets = self._label_matrix(images, labels)
+        # None for class indices: their one-hot rows are built only where they are needed
+        targets = self._label_matrix(images, labels, one_hot=False)
         _check_generator(generator, images.device)
         if self.k is None or self.prob == 0.0:
+            if targets is None:
+                targets = _one_hot(labels, self.num_classes, images.device)
             return images, targets
         batch, _, height, width = images.shape
         n = batch if self.per_sample else 1
@@ -220,14 +239,18 @@ class Mixer:
         if self.prob < 1.0:
             plan = _gate(plan, self.prob, images.device, generator)
         mixed = _apply_boxes(images, plan) if plan.is_box else _apply_blend(images, plan)
-        return mixed, _mix_targets(targets, plan, labels)
+        return mixed, _mix_targets(targets, plan, labels, self.num_classes)
 
     def _plan(
         self, batch: int, n: int, height: int, width: int, device: torch.device, generator
     ) -> _Plan:
         raise NotImplementedError
 
-    def _label_matrix(self, images: Tensor, labels: Tensor) -> Tensor:
+    def _label_matrix(self, images: Tensor, labels: Tensor, one_hot: bool = True) -> Tensor | None:
+        """The float32 (B, num_classes) targets of ``labels``, after checking both arguments.
+
+        With ``one_hot=False``, class indices are only checked and None is returned.
+        """
         if not isinstance(images, Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
             raise ValueError(f"images: expected a 4-d tensor (B, C, H, W), got {shape}")
@@ -265,10 +288,13 @@ class Mixer:
                 raise ValueError(
                     f"labels: class indices must be in [0, {self.num_classes - 1}], got values in [{low}, {high}]"
                 )
-        onehot = torch.zeros(batch, self.num_classes, device=images.device, dtype=torch.float32)
-        return onehot.scatter_(
-            1, labels.to(device=images.device, dtype=torch.long).unsqueeze(1), 1.0
-        )
+        return _one_hot(labels, self.num_classes, images.device) if one_hot else None
+
+
+def _one_hot(labels: Tensor, num_classes: int, device: torch.device) -> Tensor:
+    """(B, num_classes) float32 one-hot rows of checked class indices, on ``device``."""
+    onehot = torch.zeros(labels.shape[0], num_classes, device=device, dtype=torch.float32)
+    return onehot.scatter_(1, labels.to(device=device, dtype=torch.long).unsqueeze(1), 1.0)
 
 
 class NoMix(Mixer):
@@ -406,12 +432,18 @@ class DCutMix(Mixer):
         # The K Gamma draws are exchangeable, so they are read last to first: cum[:, i] is
         # log(phi_{K-1-i} + ... + phi_{K-1}) up to a constant, and sqrt(1 - v_j) =
         # sqrt(tail_{j+1} / tail_j) is a difference of logs, without dividing by ~0.
-        cum = torch.logcumsumexp(_log_gamma(self.alpha, (n, k), device, generator), dim=1)
-        shrink = torch.exp((cum[:, :-1] - cum[:, 1:]).T.mul_(0.5))  # row K-2-j: box j+1 in box j
-        # one uniform draw for the offsets of the boxes and the source permutations
-        uniform = _rand((steps * (2 * n + batch),), device, generator)
+        # one uniform draw for the Gamma draws, the offsets of the boxes and the permutations
+        log_g, uniform = _log_gamma_and_uniform(
+            self.alpha, (n, k), steps * (2 * n + batch), device, generator
+        )
+        cum = torch.logcumsumexp(log_g, dim=1)
+        shrink = torch.sub(cum[:, :-1], cum[:, 1:]).T.mul_(0.5).exp_()  # row K-2-j: box j+1 in j
         offsets = uniform[: steps * 2 * n].view(steps, 2, n)
         perms = uniform[steps * 2 * n :].view(steps, batch).argsort(dim=1)
+        if native.available(device):
+            # the same boxes from the same draws in one C loop (native.nested_boxes)
+            rows, cols, visible = native.nested_boxes(shrink, offsets, height, width)
+            return _Plan(perms, visible, rows=rows, cols=cols)
 
         # Rows and columns travel together as (2, n) tensors: [heights; widths], [tops; lefts].
         # Only the rounding of each side depends on its parent's, so the loop holds two small
@@ -481,6 +513,11 @@ def _apply_boxes(images: Tensor, plan: _Plan) -> Tensor:
         and not torch.compiler.is_compiling()
     ):
         return _paste_box_cpu(images, plan)
+    if native.usable(images):
+        # the same pixels copied in runs by a C loop, without an index per pixel
+        if plan.rows is not None:
+            return native.paste(images, plan.perms, rows=plan.rows, cols=plan.cols)
+        return native.paste(images, plan.perms, level=plan.pixel_level)
     batch, channels, height, width = images.shape
     sources = _sources(plan, batch).T  # (B, K)
     if plan.rows is not None:
@@ -523,21 +560,35 @@ def _apply_blend(images: Tensor, plan: _Plan) -> Tensor:
     return mixed
 
 
-def _mix_targets(targets: Tensor, plan: _Plan, labels: Tensor | None = None) -> Tensor:
+def _mix_targets(
+    targets: Tensor | None,
+    plan: _Plan,
+    labels: Tensor | None = None,
+    num_classes: int | None = None,
+) -> Tensor:
     """Each sample's target: the sum of its sources' targets weighted by the plan.
 
-    ``labels`` are the class indices behind one-hot ``targets`` (None for probability labels).
+    ``labels`` are the class indices behind one-hot ``targets`` (None for probability labels);
+    ``targets`` None stands for those one-hot rows (of ``num_classes`` classes), not yet built.
     """
-    batch = targets.shape[0]
-    sources = _sources(plan, batch)  # (K, B)
-    if labels is not None and labels.dim() == 1 and targets.device.type == "cpu":
+    device = plan.weights.device
+    if labels is not None and labels.dim() == 1 and device.type == "cpu":
         # Each source's weight added into its class, in source order: the dense product below up
         # to rounding, without its (K, B, classes) buffer. On an accelerator a scatter adds in
         # any order, so there the dense product keeps the targets bit-reproducible.
-        classes = labels.to(device=targets.device, dtype=torch.long)
-        classes = classes.index_select(0, sources.reshape(-1)).view(-1, batch)
+        classes_count = num_classes if targets is None else targets.shape[1]
+        if native.available(device):  # the same sums in the same order, in one C loop
+            return native.mix_targets(labels.cpu(), plan.perms, plan.weights, classes_count)
+        batch = labels.shape[0]
+        classes = labels.to(device=device, dtype=torch.long)
+        classes = classes.index_select(0, _sources(plan, batch).reshape(-1)).view(-1, batch)
         weights = plan.weights.expand(batch, -1)
-        return torch.zeros_like(targets).scatter_add_(1, classes.T, weights)
+        zeros = torch.zeros(batch, classes_count, device=device, dtype=torch.float32)
+        return zeros.scatter_add_(1, classes.T, weights)
+    if targets is None:
+        targets = _one_hot(labels, num_classes, device)
+    batch = targets.shape[0]
+    sources = _sources(plan, batch)  # (K, B)
     by_source = targets.index_select(0, sources.reshape(-1)).view(-1, batch, targets.shape[1])
     # A broadcast product and a sum: einsum's batched matmul of B tiny (1, K) x (K, N) products
     # costs milliseconds on CPU.

@@ -1,0 +1,260 @@
+"""The box mixers' CPU kernels (``_native.c``), built on first use with the system's C compiler.
+
+On the CPU, DCutMix's nested boxes and the pixel copies of every box mode are cheaper as a few
+loops over raw memory than as tensor ops: the tensor route reads one index per pixel. The file is
+plain C99 (no Python or torch headers) and builds in well under a second; the library is kept in
+a cache folder, named by a hash of the source and the compiler, and shared by every process on the
+machine. Where it cannot be built (no compiler, a read-only home and temp), the mixers use their
+tensor code, which gives the same pixels, and warn once.
+
+``DCUTMIX_NATIVE=0`` turns the kernels off; ``DCUTMIX_NATIVE_DIR`` names the cache folder
+(default ``$XDG_CACHE_HOME/dcutmix``, else ``~/.cache/dcutmix``, else the temp folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("_native.c")
+FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-pthread", "-ffp-contract=off")
+
+#: a batch smaller than this many bytes is copied on one thread (starting one costs ~20 us)
+THREAD_BYTES = 1 << 21
+
+_ERRORS = {
+    -1: "a source index is outside the batch",
+    -2: "a level is outside the plan",
+    -3: "a box falls outside the image",
+    -4: "out of memory",
+    -5: "a class index is outside [0, num_classes)",
+}
+
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_tried = False
+_enabled = True
+
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+
+
+def _cache_dirs() -> list[Path]:
+    if os.environ.get("DCUTMIX_NATIVE_DIR"):
+        return [Path(os.environ["DCUTMIX_NATIVE_DIR"])]
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    return [Path(base) / "dcutmix", Path(tempfile.gettempdir()) / f"dcutmix-{uid}"]
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _build(compiler: str) -> Path:
+    """The library's path, compiled there unless a process already did (written atomically)."""
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join(
+            [source, compiler.encode(), " ".join(FLAGS).encode(), platform.machine().encode()]
+        )
+    ).hexdigest()[:16]
+    errors = []
+    for folder in _cache_dirs():
+        target = folder / f"dcutmix_native-{key}.so"
+        if target.exists():
+            return target
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle, partial = tempfile.mkstemp(prefix=target.name, suffix=".part", dir=folder)
+            os.close(handle)
+            try:
+                done = subprocess.run(
+                    [compiler, *FLAGS, str(SOURCE), "-o", partial, "-lm"],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+                if done.returncode != 0:
+                    raise OSError(done.stderr.strip().splitlines()[-1] if done.stderr else "failed")
+                os.replace(partial, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(partial)
+            return target
+        except (OSError, subprocess.SubprocessError) as error:
+            errors.append(f"{folder}: {error}")
+    raise OSError("; ".join(errors))
+
+
+def _load() -> ctypes.CDLL | None:
+    if sys.platform == "win32":
+        raise OSError("the kernels are built for POSIX systems only")
+    compiler = _compiler()
+    if compiler is None:
+        raise OSError("no C compiler (cc, gcc or clang; or $CC) on PATH")
+    library = ctypes.CDLL(str(_build(compiler)))
+    library.dcutmix_nested_boxes.argtypes = [_I64] * 4 + [_PTR] * 5
+    library.dcutmix_paste.argtypes = [_PTR, _PTR] + [_I64] * 8 + [_PTR, _I64, _PTR, _PTR, _I64]
+    library.dcutmix_paste.argtypes += [_PTR, _I64, _I64]
+    library.dcutmix_targets.argtypes = [_I64] * 3 + [_PTR] * 3 + [_I64, _PTR]
+    for function in (library.dcutmix_nested_boxes, library.dcutmix_paste, library.dcutmix_targets):
+        function.restype = _I64
+    return library
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, or None where they are turned off or cannot be built (warned once).
+
+    ``DCUTMIX_NATIVE`` is read when the kernels are first needed.
+    """
+    if not _tried:
+        _first_use()
+    return _library if _enabled else None
+
+
+def _first_use() -> None:
+    global _library, _tried
+    with _lock:
+        if _tried:
+            return
+        if os.environ.get("DCUTMIX_NATIVE", "1") != "0":
+            try:
+                _library = _load()
+            except OSError as error:
+                warnings.warn(
+                    f"dcutmix: the C kernels of the box mixers could not be built ({error}); "
+                    "the CPU uses their tensor code, which is slower",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+        _tried = True
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Within the block the mixers use their tensor code (for comparing the two routes)."""
+    global _enabled
+    before, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = before
+
+
+def available(device: torch.device) -> bool:
+    """Whether the kernels serve tensors on ``device``: the CPU, outside torch.compile, built."""
+    return device.type == "cpu" and not torch.compiler.is_compiling() and library() is not None
+
+
+def usable(images: Tensor) -> bool:
+    """Whether the kernels can copy this batch: dense NCHW or channels-last, no autograd."""
+    return (
+        not images.requires_grad
+        and (images.is_contiguous() or images.is_contiguous(memory_format=torch.channels_last))
+        and available(images.device)
+    )
+
+
+def _check(status: int, what: str) -> None:
+    if status:
+        raise RuntimeError(f"{what}: {_ERRORS.get(status, f'error {status}')}")
+
+
+def nested_boxes(
+    shrink: Tensor, offsets: Tensor, height: int, width: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """DCutMix's boxes from its draws: (rows (n, H) int32, cols (n, W) int32, visible (n, K)).
+
+    ``shrink`` (K - 1, n) and ``offsets`` (K - 1, 2, n) are float32 as DCutMix._plan draws them;
+    the result equals its tensor code's, bit for bit (tests/test_native.py). Like ``paste`` and
+    ``mix_targets``, only called where ``available`` holds.
+    """
+    steps, n = shrink.shape
+    shrink, offsets = shrink.contiguous(), offsets.contiguous()
+    rows = torch.empty((n, height), dtype=torch.int32)
+    cols = torch.empty((n, width), dtype=torch.int32)
+    visible = torch.empty((n, steps + 1), dtype=torch.float32)
+    status = _library.dcutmix_nested_boxes(
+        n, steps, height, width, shrink.data_ptr(), offsets.data_ptr(),
+        rows.data_ptr(), cols.data_ptr(), visible.data_ptr(),
+    )  # fmt: skip
+    _check(status, "dcutmix native nested_boxes")
+    return rows, cols, visible
+
+
+def paste(
+    images: Tensor,
+    partners: Tensor,
+    rows: Tensor | None = None,
+    cols: Tensor | None = None,
+    level: Tensor | None = None,
+) -> Tensor:
+    """Every pixel from the sample its level names (``usable(images)`` must hold).
+
+    Level 0 is the image itself, level l >= 1 shows sample ``partners[l - 1, b]`` (a (levels - 1,
+    B) tensor, the plan's permutations). The level of a pixel
+    is min(rows[y], cols[x]) of the image's (or, with one row, the shared) nested-box profiles,
+    or ``level[y, x]`` of an (n, H, W) map, n = B or 1.
+    """
+    batch, channels, height, width = images.shape
+    out = torch.empty_like(images)
+    item = images.element_size()
+    if images.is_contiguous():
+        planes, pixel, plane_stride = channels, item, height * width * item
+    else:  # channels-last: a pixel's channels are one run of bytes
+        planes, pixel, plane_stride = 1, channels * item, 0
+    partners = partners.to(torch.int64).contiguous()
+    if rows is not None:
+        rows = rows.to(torch.int32).contiguous()
+        cols = cols.to(torch.int32).contiguous()
+        shared, level_ptr, maps = rows.shape[0], None, 0
+        rows_ptr, cols_ptr = rows.data_ptr(), cols.data_ptr()
+    else:
+        level = level.to(torch.int64).contiguous()
+        shared, rows_ptr, cols_ptr = 0, None, None
+        level_ptr, maps = level.data_ptr(), level.shape[0]
+    threads = torch.get_num_threads() if images.nbytes >= THREAD_BYTES else 1
+    status = _library.dcutmix_paste(
+        images.data_ptr(), out.data_ptr(), batch, planes, height, width,
+        channels * height * width * item, plane_stride, width * pixel, pixel,
+        partners.data_ptr(), partners.shape[0] + 1, rows_ptr, cols_ptr, shared,
+        level_ptr, maps, threads,
+    )  # fmt: skip
+    _check(status, "dcutmix native paste")
+    return out
+
+
+def mix_targets(labels: Tensor, partners: Tensor, weights: Tensor, num_classes: int) -> Tensor:
+    """(B, num_classes) float32 targets: each level's weight added into its source's class.
+
+    Level 0 is the image itself, level l >= 1 sample ``partners[l - 1, b]``; ``weights`` is (n, K)
+    with n = B or 1. The same sums, in the same order, as mixing.py's scatter_add_ (CPU tensors).
+    """
+    batch = labels.shape[0]
+    labels = labels.to(torch.int64).contiguous()
+    partners = partners.to(torch.int64).contiguous()
+    weights = weights.to(torch.float32).contiguous()
+    targets = torch.empty((batch, num_classes), dtype=torch.float32)
+    status = _library.dcutmix_targets(
+        batch, weights.shape[1], num_classes, labels.data_ptr(), partners.data_ptr(),
+        weights.data_ptr(), weights.shape[0], targets.data_ptr(),
+    )  # fmt: skip
+    _check(status, "dcutmix native mix_targets")
+    return targets
