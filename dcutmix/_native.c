@@ -19,7 +19,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { BAD_SOURCE = -1, BAD_LEVEL = -2, BAD_BOX = -3, NO_MEMORY = -4, BAD_CLASS = -5 };
+enum {
+    BAD_SOURCE = -1,
+    BAD_LEVEL = -2,
+    BAD_BOX = -3,
+    NO_MEMORY = -4,
+    BAD_CLASS = -5,
+    NOT_NESTED = -6,
+    BAD_ITEM = -7,
+};
+
+/* at most this many threads; levels: the K <= 64 sources of mixing.MAX_K */
+enum { MAX_THREADS = 64, MAX_LEVELS = 64 };
 
 typedef struct {
     const char *src;
@@ -34,8 +45,6 @@ typedef struct {
     /* any other shape: a level per pixel */
     const int64_t *map;
     int64_t maps; /* batch, or 1 */
-    int64_t first, last; /* the samples [first, last) one thread does */
-    int64_t status;
 } paste_job;
 
 /* DCutMix's nested boxes, the tensor code of DCutMix._plan step by step in float32 (same
@@ -79,74 +88,115 @@ int64_t dcutmix_nested_boxes(int64_t n, int64_t steps, int64_t height, int64_t w
     return 0;
 }
 
-/* Nested boxes: each image starts as its level-0 source, then box l (the pixels of depth >= l,
- * one rectangle because the boxes nest) is copied over it from its level-l source, outside in. */
-static int64_t paste_nested(const paste_job *job)
+/* Nested boxes. Box l (the pixels of depth >= l) is one rectangle because the boxes nest; its
+ * rows and columns are found from the profiles, which are checked to be nested spans. Narrow
+ * images (rows of fewer than RUN_BYTES bytes, CIFAR's 32 pixels) start as their level-0 plane and
+ * get box after box copied over it, outside in: fewer, longer copies. Wide images copy each
+ * level's frame instead, so every pixel is written once. */
+enum { RUN_BYTES = 512 };
+
+static int64_t paste_nested(const void *arg, int64_t first, int64_t last)
 {
-    int64_t *span = malloc((size_t)(4 * job->levels) * sizeof *span);
+    const paste_job *job = arg;
+    const int64_t levels = job->levels, height = job->height, width = job->width;
+    int64_t *span = malloc((size_t)(6 * levels) * sizeof *span);
     if (!span) return NO_MEMORY;
-    int64_t *top = span, *bottom = span + job->levels;
-    int64_t *left = span + 2 * job->levels, *right = span + 3 * job->levels;
-    const int64_t height = job->height, width = job->width;
-    for (int64_t b = job->first; b < job->last; ++b) {
+    int64_t *top = span, *bottom = top + levels, *left = bottom + levels, *right = left + levels;
+    int64_t *tall = right + levels, *wide = tall + levels;
+    int64_t status = 0;
+    for (int64_t b = first; b < last && !status; ++b) {
         const int64_t shared = job->profiles > 1 ? b : 0;
         const int32_t *row_depth = job->rows + shared * height;
         const int32_t *col_depth = job->cols + shared * width;
-        for (int64_t l = 0; l < job->levels; ++l) {
-            top[l] = height, bottom[l] = 0, left[l] = width, right[l] = 0;
+        for (int64_t l = 0; l < levels; ++l) {
+            top[l] = height, bottom[l] = 0, left[l] = width, right[l] = 0, tall[l] = wide[l] = 0;
+        }
+        top[0] = 0, bottom[0] = height, left[0] = 0, right[0] = width; /* the whole image */
+        for (int64_t y = 0; y < height && !status; ++y) {
+            if (row_depth[y] < 0 || row_depth[y] >= levels) status = BAD_LEVEL;
+            for (int32_t l = 1; l <= row_depth[y] && !status; ++l) {
+                if (y < top[l]) top[l] = y;
+                bottom[l] = y + 1, tall[l] += 1;
+            }
+        }
+        for (int64_t x = 0; x < width && !status; ++x) {
+            if (col_depth[x] < 0 || col_depth[x] >= levels) status = BAD_LEVEL;
+            for (int32_t l = 1; l <= col_depth[x] && !status; ++l) {
+                if (x < left[l]) left[l] = x;
+                right[l] = x + 1, wide[l] += 1;
+            }
         }
         int64_t deepest = 0;
-        for (int64_t y = 0; y < height; ++y) {
-            if (row_depth[y] < 0 || row_depth[y] >= job->levels) {
-                free(span);
-                return BAD_LEVEL;
-            }
-            for (int32_t l = 1; l <= row_depth[y]; ++l) {
-                if (y < top[l]) top[l] = y;
-                bottom[l] = y + 1;
-            }
+        for (int64_t l = 1; l < levels && !status; ++l) {
+            const int64_t rows = bottom[l] - top[l], cols = right[l] - left[l];
+            if ((tall[l] && rows != tall[l]) || (wide[l] && cols != wide[l])) status = NOT_NESTED;
+            else if ((tall[l] && (top[l] < top[l - 1] || bottom[l] > bottom[l - 1])) ||
+                     (wide[l] && (left[l] < left[l - 1] || right[l] > right[l - 1])))
+                status = NOT_NESTED;
+            else if (tall[l] && wide[l]) deepest = l;
         }
-        for (int64_t x = 0; x < width; ++x) {
-            if (col_depth[x] < 0 || col_depth[x] >= job->levels) {
-                free(span);
-                return BAD_LEVEL;
+        if (status) break;
+        if (width * job->pixel_bytes < RUN_BYTES) {
+            const int64_t plane_bytes = height * job->row_stride;
+            for (int64_t p = 0; p < job->planes; ++p) {
+                char *dst = job->dst + b * job->sample_stride + p * job->plane_stride;
+                const char *src = job->src + b * job->sample_stride + p * job->plane_stride;
+                memcpy(dst, src, (size_t)plane_bytes);
+                for (int64_t l = 1; l <= deepest; ++l) {
+                    const int64_t partner = job->partners[(l - 1) * job->batch + b];
+                    src = job->src + partner * job->sample_stride + p * job->plane_stride;
+                    const int64_t skip = left[l] * job->pixel_bytes;
+                    const size_t bytes = (size_t)((right[l] - left[l]) * job->pixel_bytes);
+                    for (int64_t y = top[l]; y < bottom[l]; ++y) {
+                        const int64_t at = y * job->row_stride + skip;
+                        memcpy(dst + at, src + at, bytes);
+                    }
+                }
             }
-            for (int32_t l = 1; l <= col_depth[x]; ++l) {
-                if (x < left[l]) left[l] = x;
-                right[l] = x + 1;
-            }
+            continue;
         }
-        for (int64_t l = 1; l < job->levels; ++l)
-            if (bottom[l] > top[l] && right[l] > left[l]) deepest = l;
-        const int64_t plane_bytes = height * job->row_stride;
+        /* level l shows its frame: box l less box l + 1 (nothing inside the deepest box), as
+         * up to four rectangles copied row after row, so each copy reads the row below the last */
         for (int64_t p = 0; p < job->planes; ++p) {
             char *dst = job->dst + b * job->sample_stride + p * job->plane_stride;
-            const char *src = job->src + b * job->sample_stride + p * job->plane_stride;
-            memcpy(dst, src, (size_t)plane_bytes);
-            for (int64_t l = 1; l <= deepest; ++l) {
-                const int64_t from = job->partners[(l - 1) * job->batch + b];
-                src = job->src + from * job->sample_stride + p * job->plane_stride;
-                const int64_t skip = left[l] * job->pixel_bytes;
-                const size_t bytes = (size_t)((right[l] - left[l]) * job->pixel_bytes);
-                for (int64_t y = top[l]; y < bottom[l]; ++y) {
-                    const int64_t at = y * job->row_stride + skip;
-                    memcpy(dst + at, src + at, bytes);
-                }
+            for (int64_t l = 0; l <= deepest; ++l) {
+                const int64_t partner = l ? job->partners[(l - 1) * job->batch + b] : b;
+                const char *src = job->src + partner * job->sample_stride + p * job->plane_stride;
+                const int64_t inner_top = l < deepest ? top[l + 1] : bottom[l];
+                const int64_t inner_bottom = l < deepest ? bottom[l + 1] : bottom[l];
+                const int64_t inner_left = l < deepest ? left[l + 1] : right[l];
+                const int64_t inner_right = l < deepest ? right[l + 1] : right[l];
+                const int64_t x0 = left[l] * job->pixel_bytes;
+                const size_t whole = (size_t)((right[l] - left[l]) * job->pixel_bytes);
+                const size_t west = (size_t)((inner_left - left[l]) * job->pixel_bytes);
+                const int64_t x1 = inner_right * job->pixel_bytes;
+                const size_t east = (size_t)((right[l] - inner_right) * job->pixel_bytes);
+                for (int64_t y = top[l]; y < inner_top; ++y)
+                    memcpy(dst + y * job->row_stride + x0, src + y * job->row_stride + x0, whole);
+                if (west)
+                    for (int64_t y = inner_top; y < inner_bottom; ++y)
+                        memcpy(dst + y * job->row_stride + x0, src + y * job->row_stride + x0, west);
+                if (east)
+                    for (int64_t y = inner_top; y < inner_bottom; ++y)
+                        memcpy(dst + y * job->row_stride + x1, src + y * job->row_stride + x1, east);
+                for (int64_t y = inner_bottom; y < bottom[l]; ++y)
+                    memcpy(dst + y * job->row_stride + x0, src + y * job->row_stride + x0, whole);
             }
         }
     }
     free(span);
-    return 0;
+    return status;
 }
 
 /* A level per pixel: each row is split into runs of one level, and each run is one copy. */
-static int64_t paste_map(const paste_job *job)
+static int64_t paste_map(const void *arg, int64_t first, int64_t last)
 {
+    const paste_job *job = arg;
     const int64_t width = job->width;
     int64_t *start = malloc((size_t)(2 * width + 1) * sizeof *start);
     if (!start) return NO_MEMORY;
     int64_t *from = start + width + 1;
-    for (int64_t b = job->first; b < job->last; ++b) {
+    for (int64_t b = first; b < last; ++b) {
         const int64_t *level = job->map + (job->maps > 1 ? b : 0) * job->height * width;
         for (int64_t y = 0; y < job->height; ++y, level += width) {
             int64_t runs = 0;
@@ -175,49 +225,161 @@ static int64_t paste_map(const paste_job *job)
     return 0;
 }
 
-static void *run_job(void *arg)
+/* One thread's share of a batch: samples [first, last). */
+typedef int64_t (*sample_work)(const void *job, int64_t first, int64_t last);
+
+typedef struct {
+    sample_work work;
+    const void *job;
+    int64_t first, last, status;
+} share;
+
+static void *run_share(void *arg)
 {
-    paste_job *job = arg;
-    job->status = job->map ? paste_map(job) : paste_nested(job);
+    share *part = arg;
+    part->status = part->work(part->job, part->first, part->last);
     return NULL;
 }
 
-enum { MAX_THREADS = 64 };
+/* `work` over the batch's samples, split over `threads` threads (this one included). */
+static int64_t over_samples(sample_work work, const void *job, int64_t batch, int64_t threads)
+{
+    if (threads > batch) threads = batch;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads < 1) threads = 1;
+    share parts[MAX_THREADS];
+    pthread_t workers[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int64_t t = 0; t < threads; ++t)
+        parts[t] = (share){work, job, batch * t / threads, batch * (t + 1) / threads, 0};
+    for (int64_t t = 1; t < threads; ++t) {
+        started[t] = pthread_create(&workers[t], NULL, run_share, &parts[t]) == 0;
+        if (!started[t]) run_share(&parts[t]); /* no thread to be had: do its share here */
+    }
+    run_share(&parts[0]);
+    int64_t status = 0;
+    for (int64_t t = 0; t < threads; ++t) {
+        if (t > 0 && started[t]) pthread_join(workers[t], NULL);
+        if (parts[t].status && !status) status = parts[t].status;
+    }
+    return status;
+}
 
 /* Every pixel of the batch from the sample its level names (level 0: the image itself, level
- * l >= 1: partners[l - 1][b]), given either the nested-box profiles rows (profiles, height) and cols (profiles, width), or map (maps,
- * height, width) when rows is NULL. The batch is split over `threads` threads. */
+ * l >= 1: partners[l - 1][b]), given either the nested-box profiles rows (profiles, height) and
+ * cols (profiles, width), or map (maps, height, width) when rows is NULL. */
 int64_t dcutmix_paste(const char *src, char *dst, int64_t batch, int64_t planes, int64_t height,
                       int64_t width, int64_t sample_stride, int64_t plane_stride,
                       int64_t row_stride, int64_t pixel_bytes, const int64_t *partners,
                       int64_t levels, const int32_t *rows, const int32_t *cols, int64_t profiles,
                       const int64_t *map, int64_t maps, int64_t threads)
 {
+    if (levels < 1 || levels > MAX_LEVELS) return BAD_LEVEL;
     for (int64_t i = 0; i < batch * (levels - 1); ++i)
         if (partners[i] < 0 || partners[i] >= batch) return BAD_SOURCE;
-    if (threads > batch) threads = batch;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (threads < 1) threads = 1;
-    paste_job jobs[MAX_THREADS];
-    pthread_t workers[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int64_t t = 0; t < threads; ++t) {
-        jobs[t] = (paste_job){src, dst, batch, planes, height, width, sample_stride, plane_stride,
-                              row_stride, pixel_bytes, partners, levels, rows ? rows : NULL,
-                              rows ? cols : NULL, profiles, rows ? NULL : map, maps,
-                              batch * t / threads, batch * (t + 1) / threads, 0};
+    const paste_job job = {src, dst, batch, planes, height, width, sample_stride, plane_stride,
+                           row_stride, pixel_bytes, partners, levels, rows, rows ? cols : NULL,
+                           profiles, rows ? NULL : map, maps};
+    return over_samples(rows ? paste_nested : paste_map, &job, batch, threads);
+}
+
+/* ResizeMix's paste: each image's partner area-resampled into its patch, the rest of the image
+ * kept. rows (n, H, H) and cols (n, W, W) are the resampling matrices of mixing._resize_matrix
+ * (zero outside the patch, a narrow band of non-zeros inside), box (4, n) holds each patch's
+ * top, left, height and width; n = batch, or 1 for a shared patch. Each patch row is a sum of the
+ * few partner rows in its band, then each patch pixel a sum over its band of that row: the two
+ * matrix products without their zeros. */
+typedef struct {
+    const char *src;
+    char *dst;
+    int64_t batch, planes, height, width;
+    const int64_t *partners; /* (batch,) */
+    const void *rows, *cols;
+    int64_t n;
+    const int64_t *box;
+} resize_job;
+
+#define RESIZE_PASTE(NAME, T)                                                                    \
+    static int64_t NAME(const void *arg, int64_t first, int64_t last)                           \
+    {                                                                                            \
+        const resize_job *job = arg;                                                             \
+        const int64_t H = job->height, W = job->width, n = job->n;                               \
+        T *line = malloc((size_t)W * sizeof *line);                                              \
+        int64_t *band = malloc((size_t)(2 * H + 2 * W) * sizeof *band);                         \
+        if (!line || !band) {                                                                    \
+            free(line);                                                                          \
+            free(band);                                                                          \
+            return NO_MEMORY;                                                                    \
+        }                                                                                        \
+        int64_t status = 0;                                                                      \
+        for (int64_t b = first; b < last && !status; ++b) {                                      \
+            const int64_t s = n > 1 ? b : 0;                                                     \
+            const int64_t top = job->box[s], left = job->box[n + s];                             \
+            const int64_t tall = job->box[2 * n + s], wide = job->box[3 * n + s];                \
+            const int64_t partner = job->partners[b];                                            \
+            if (partner < 0 || partner >= job->batch) status = BAD_SOURCE;                       \
+            if (top < 0 || left < 0 || tall < 0 || wide < 0 || top + tall > H ||                 \
+                left + wide > W)                                                                 \
+                status = BAD_BOX;                                                                \
+            if (status) break;                                                                   \
+            const T *R = (const T *)job->rows + s * H * H, *C = (const T *)job->cols + s * W * W; \
+            for (int64_t i = 0; i < tall; ++i) { /* the partner rows of patch row i */           \
+                const T *weights = R + (top + i) * H;                                            \
+                int64_t lo = 0, hi = H;                                                          \
+                while (lo < hi && weights[lo] == 0) ++lo;                                        \
+                while (hi > lo && weights[hi - 1] == 0) --hi;                                    \
+                band[2 * i] = lo, band[2 * i + 1] = hi;                                          \
+            }                                                                                    \
+            int64_t *col_band = band + 2 * H;                                                    \
+            for (int64_t j = 0; j < wide; ++j) {                                                 \
+                const T *weights = C + (left + j) * W;                                           \
+                int64_t lo = 0, hi = W;                                                          \
+                while (lo < hi && weights[lo] == 0) ++lo;                                        \
+                while (hi > lo && weights[hi - 1] == 0) --hi;                                    \
+                col_band[2 * j] = lo, col_band[2 * j + 1] = hi;                                  \
+            }                                                                                    \
+            const int64_t plane = H * W, sample = job->planes * plane;                           \
+            for (int64_t p = 0; p < job->planes; ++p) {                                          \
+                const T *own = (const T *)job->src + b * sample + p * plane;                     \
+                const T *in = (const T *)job->src + partner * sample + p * plane;                \
+                T *out = (T *)job->dst + b * sample + p * plane;                                 \
+                memcpy(out, own, (size_t)plane * sizeof *out);                                   \
+                for (int64_t i = 0; i < tall; ++i) {                                             \
+                    const T *weights = R + (top + i) * H;                                        \
+                    for (int64_t x = 0; x < W; ++x) line[x] = 0;                                 \
+                    for (int64_t y = band[2 * i]; y < band[2 * i + 1]; ++y) {                    \
+                        const T weight = weights[y];                                             \
+                        const T *row = in + y * W;                                               \
+                        for (int64_t x = 0; x < W; ++x) line[x] += weight * row[x];              \
+                    }                                                                            \
+                    T *target = out + (top + i) * W + left;                                      \
+                    for (int64_t j = 0; j < wide; ++j) {                                         \
+                        const T *cw = C + (left + j) * W;                                        \
+                        T sum = 0;                                                               \
+                        for (int64_t x = col_band[2 * j]; x < col_band[2 * j + 1]; ++x)          \
+                            sum += cw[x] * line[x];                                              \
+                        target[j] = sum;                                                         \
+                    }                                                                            \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+        free(line);                                                                              \
+        free(band);                                                                              \
+        return status;                                                                           \
     }
-    int64_t status = 0;
-    for (int64_t t = 1; t < threads; ++t) {
-        started[t] = pthread_create(&workers[t], NULL, run_job, &jobs[t]) == 0;
-        if (!started[t]) run_job(&jobs[t]); /* no thread to be had: do its share here */
-    }
-    run_job(&jobs[0]);
-    for (int64_t t = 0; t < threads; ++t) {
-        if (t > 0 && started[t]) pthread_join(workers[t], NULL);
-        if (jobs[t].status && !status) status = jobs[t].status;
-    }
-    return status;
+
+RESIZE_PASTE(resize_paste_float, float)
+RESIZE_PASTE(resize_paste_double, double)
+
+/* Contiguous NCHW images of float (item 4) or double (item 8); matrices of the same type. */
+int64_t dcutmix_resize_paste(const char *src, char *dst, int64_t batch, int64_t planes,
+                             int64_t height, int64_t width, int64_t item,
+                             const int64_t *partners, const void *rows, const void *cols,
+                             int64_t n, const int64_t *box, int64_t threads)
+{
+    const resize_job job = {src, dst, batch, planes, height, width, partners, rows, cols, n, box};
+    if (item != 4 && item != 8) return BAD_ITEM;
+    return over_samples(item == 4 ? resize_paste_float : resize_paste_double, &job, batch, threads);
 }
 
 /* Soft targets from class indices: row b gets weights[b][l] (or the shared row's, when

@@ -42,6 +42,8 @@ _ERRORS = {
     -3: "a box falls outside the image",
     -4: "out of memory",
     -5: "a class index is outside [0, num_classes)",
+    -6: "the depth profiles are not nested boxes",
+    -7: "the images are neither float32 nor float64",
 }
 
 _lock = threading.Lock()
@@ -114,7 +116,14 @@ def _load() -> ctypes.CDLL | None:
     library.dcutmix_paste.argtypes = [_PTR, _PTR] + [_I64] * 8 + [_PTR, _I64, _PTR, _PTR, _I64]
     library.dcutmix_paste.argtypes += [_PTR, _I64, _I64]
     library.dcutmix_targets.argtypes = [_I64] * 3 + [_PTR] * 3 + [_I64, _PTR]
-    for function in (library.dcutmix_nested_boxes, library.dcutmix_paste, library.dcutmix_targets):
+    library.dcutmix_resize_paste.argtypes = [_PTR, _PTR] + [_I64] * 5 + [_PTR] * 3
+    library.dcutmix_resize_paste.argtypes += [_I64, _PTR, _I64]
+    for function in (
+        library.dcutmix_nested_boxes,
+        library.dcutmix_paste,
+        library.dcutmix_targets,
+        library.dcutmix_resize_paste,
+    ):
         function.restype = _I64
     return library
 
@@ -258,3 +267,29 @@ def mix_targets(labels: Tensor, partners: Tensor, weights: Tensor, num_classes: 
     )  # fmt: skip
     _check(status, "dcutmix native mix_targets")
     return targets
+
+
+def resize_paste(
+    images: Tensor, partners: Tensor, rows: Tensor, cols: Tensor, box: Tensor
+) -> Tensor:
+    """ResizeMix's paste: image b with ``images[partners[b]]`` area-resampled into its patch.
+
+    ``images`` contiguous NCHW float32 or float64 (``usable`` must hold); ``rows`` (n, H, H) and
+    ``cols`` (n, W, W) are mixing._resize_matrix's matrices in the images' dtype; ``box`` (4, n)
+    holds each patch's top, left, height and width (n = B, or 1 for a shared patch). Equals the
+    two matrix products up to the order of the sums (tests/test_native.py).
+    """
+    batch, channels, height, width = images.shape
+    out = torch.empty_like(images, memory_format=torch.contiguous_format)
+    partners = partners.to(torch.int64).contiguous()
+    rows = rows.to(images.dtype).contiguous()
+    cols = cols.to(images.dtype).contiguous()
+    box = box.to(torch.int64).contiguous()
+    threads = torch.get_num_threads() if images.nbytes >= THREAD_BYTES else 1
+    status = _library.dcutmix_resize_paste(
+        images.data_ptr(), out.data_ptr(), batch, channels, height, width,
+        images.element_size(), partners.data_ptr(), rows.data_ptr(), cols.data_ptr(),
+        rows.shape[0], box.data_ptr(), threads,
+    )  # fmt: skip
+    _check(status, "dcutmix native resize_paste")
+    return out

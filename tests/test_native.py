@@ -114,6 +114,23 @@ def test_paste_equals_the_gather_for_every_level_shape():
             assert torch.equal(fast, slow)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_wide_rows_copied_as_runs_give_the_same_pixels(layout):
+    # Rows of RUN_BYTES or more (224-pixel images) are copied run by run instead of box over box.
+    gen = torch.Generator().manual_seed(4)
+    for width, k, per_sample in [(160, 5, True), (300, 9, True), (200, 3, False)]:
+        images = _images(layout, torch.float32, (10, 3, 21, width), gen)
+        mixer = build_mixer("dcutmix", num_classes=3, k=k, alpha=1.0, per_sample=per_sample)
+        for trial in range(4):
+            plan = mixer._plan(10, 10 if per_sample else 1, 21, width, images.device, gen)
+            if trial == 3:
+                plan = _gate(plan, 0.5, images.device, gen)
+            fast = _apply_boxes(images, plan)
+            with native.disabled():
+                slow = _apply_boxes(images, plan)
+            assert torch.equal(fast, slow)
+
+
 def test_targets_equal_the_scatter_bit_for_bit():
     gen = torch.Generator().manual_seed(8)
     for mode in ("dcutmix", "naive_cutmix", "dmixup", "mixup", "cutmix"):
@@ -143,6 +160,9 @@ def test_bad_indices_raise_instead_of_reading_out_of_bounds():
     rows = torch.full((1, 8), 3, dtype=torch.int32)
     with pytest.raises(RuntimeError, match="level is outside the plan"):
         native.paste(images, partners, rows=rows, cols=rows)
+    holes = torch.tensor([[1, 0, 1, 1, 1, 1, 1, 1]], dtype=torch.int32)  # depth 1 rows 0, 2..7
+    with pytest.raises(RuntimeError, match="not nested boxes"):
+        native.paste(images, partners, rows=holes, cols=torch.ones(1, 8, dtype=torch.int32))
     weights = torch.tensor([[0.5, 0.5]])
     with pytest.raises(RuntimeError, match="class index is outside"):
         native.mix_targets(torch.tensor([0, 1, 2, 5]), partners, weights, 5)
@@ -222,3 +242,45 @@ def test_processes_building_at_once_share_one_library(tmp_path):
         assert proc.returncode == 0, err
         assert "library True rows True" in out
     assert [p.suffix for p in tmp_path.iterdir()] == [".so"]
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_resizemix_paste_equals_the_full_frame_products(per_sample, dtype):
+    # The C loop sums each patch pixel's band of partner pixels; the products sum the same
+    # terms (and zeros) in another order, so they agree to rounding.
+    from dcutmix.mixing import ResizeMix, _paste_resized, _resize_matrix
+
+    mixer = ResizeMix(num_classes=2, per_sample=per_sample)
+    gen = torch.Generator().manual_seed(2)
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-12
+    for trial, (height, width) in enumerate([(23, 19), (40, 64), (7, 130), (31, 31)] * 2):
+        images = torch.rand(6, 3, height, width, generator=gen, dtype=dtype)
+        plan = mixer._plan(6, 6 if per_sample else 1, height, width, images.device, gen)
+        corner, side = plan.corner, plan.side
+        if trial >= 4:
+            plan = _gate(plan, 0.5, images.device, gen)
+        fast = _paste_resized(images, plan, corner, side)
+        rows = _resize_matrix(corner[0], side[0], height, dtype)
+        cols = _resize_matrix(corner[1], side[1], width, dtype)
+        full = rows.unsqueeze(1) @ images[plan.perms[0]] @ cols.transpose(1, 2).unsqueeze(1)
+        expected = torch.where(plan.pixel_level.bool().unsqueeze(1), full, images)
+        assert fast.dtype == dtype and fast.is_contiguous()
+        torch.testing.assert_close(fast, expected, atol=tolerance, rtol=tolerance)
+        box = plan.pixel_level.bool().unsqueeze(1).expand_as(images)
+        assert torch.equal(fast[~box], images[~box])  # outside the patch: the image, exactly
+
+
+def test_resizemix_bad_box_raises():
+    images = torch.rand(2, 1, 8, 8)
+    eye = torch.eye(8).unsqueeze(0)
+    good = torch.tensor([[0], [0], [8], [8]])
+    assert torch.equal(
+        native.resize_paste(images, torch.tensor([1, 0]), eye, eye, good), images[[1, 0]]
+    )
+    with pytest.raises(RuntimeError, match="box falls outside the image"):
+        native.resize_paste(
+            images, torch.tensor([1, 0]), eye, eye, torch.tensor([[1], [0], [8], [8]])
+        )
+    with pytest.raises(RuntimeError, match="source index is outside the batch"):
+        native.resize_paste(images, torch.tensor([2, 0]), eye, eye, good)
