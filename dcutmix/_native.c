@@ -382,6 +382,60 @@ int64_t dcutmix_resize_paste(const char *src, char *dst, int64_t batch, int64_t 
     return over_samples(item == 4 ? resize_paste_float : resize_paste_double, &job, batch, threads);
 }
 
+/* The blend modes (Mixup, its K-image expansions, DMixup): image b becomes
+ * weights[b][0] * image b + sum over l >= 1 of weights[b][l] * image partners[l - 1][b], each
+ * product and sum rounded on its own in that order, as mixing._apply_blend computes it; one pass
+ * over the batch in blocks that stay in the cache. Every sample is `numel` elements of the same
+ * layout, so NCHW and channels-last are alike here. */
+typedef struct {
+    const char *src;
+    char *dst;
+    int64_t batch, numel;
+    const int64_t *partners; /* (levels - 1, batch) */
+    int64_t levels;
+    const void *weights; /* (n, levels), the images' type */
+    int64_t n;
+} blend_job;
+
+enum { BLEND_BLOCK = 1024 };
+
+#define BLEND(NAME, T)                                                                           \
+    static int64_t NAME(const void *arg, int64_t first, int64_t last)                           \
+    {                                                                                            \
+        const blend_job *job = arg;                                                              \
+        const T *images = (const T *)job->src;                                                   \
+        for (int64_t b = first; b < last; ++b) {                                                 \
+            const T *weight = (const T *)job->weights + (job->n > 1 ? b : 0) * job->levels;      \
+            T *out = (T *)job->dst + b * job->numel;                                             \
+            for (int64_t at = 0; at < job->numel; at += BLEND_BLOCK) {                           \
+                const int64_t stop = at + BLEND_BLOCK < job->numel ? at + BLEND_BLOCK : job->numel; \
+                const T *own = images + b * job->numel, w0 = weight[0];                          \
+                for (int64_t i = at; i < stop; ++i) out[i] = own[i] * w0;                        \
+                for (int64_t l = 1; l < job->levels; ++l) {                                      \
+                    const T *partner = images + job->partners[(l - 1) * job->batch + b] * job->numel; \
+                    const T w = weight[l];                                                       \
+                    for (int64_t i = at; i < stop; ++i) out[i] = out[i] + partner[i] * w;        \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+        return 0;                                                                                \
+    }
+
+BLEND(blend_float, float)
+BLEND(blend_double, double)
+
+int64_t dcutmix_blend(const char *src, char *dst, int64_t batch, int64_t numel, int64_t item,
+                      const int64_t *partners, int64_t levels, const void *weights, int64_t n,
+                      int64_t threads)
+{
+    if (item != 4 && item != 8) return BAD_ITEM;
+    if (levels < 1 || levels > MAX_LEVELS) return BAD_LEVEL;
+    for (int64_t i = 0; i < batch * (levels - 1); ++i)
+        if (partners[i] < 0 || partners[i] >= batch) return BAD_SOURCE;
+    const blend_job job = {src, dst, batch, numel, partners, levels, weights, n};
+    return over_samples(item == 4 ? blend_float : blend_double, &job, batch, threads);
+}
+
 /* Soft targets from class indices: row b gets weights[b][l] (or the shared row's, when
  * weight_rows is 1) added into the class of its level-l source, in level order, like the
  * tensor code's scatter_add_, so the sums round alike. */

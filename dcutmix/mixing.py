@@ -1,7 +1,7 @@
 """Batched image-mixing augmentations: none, Mixup, CutMix, their naive K-image expansions, DMixup,
 DCutMix, and the field's baselines Cutout, FMix and ResizeMix.
 
-Pure tensor code (torch only, no I/O), usable in any training loop::
+Tensor code (torch only, no I/O), usable in any training loop::
 
     mixer = build_mixer("dcutmix", num_classes=100, k=5, alpha=0.2)
     images, targets = mixer(images, labels, generator=g)
@@ -14,6 +14,11 @@ How it is vectorised: each mode first draws a *plan* for the batch (K source per
 K weights of every sample, and for the box modes a per-pixel map of which source is visible), and
 one shared routine applies it. No Python loop runs over the batch, nothing synchronises with the
 host, and all randomness comes from the optional ``torch.Generator`` on the images' device.
+
+On the CPU the plan's geometry, the pixel copies, the blends and the soft targets run in small C
+kernels (``dcutmix.native``, built on first use with the system's compiler): from the same draws
+they give the same boxes, pixels and targets as the tensor code (blends to the last bits), which
+accelerators, ``torch.compile``, autograd and machines without a compiler run instead.
 """
 
 from __future__ import annotations
@@ -500,7 +505,8 @@ def _apply_boxes(images: Tensor, plan: _Plan) -> Tensor:
     """Every pixel from the source its level names: one gather across the batch, any dtype.
 
     A rectangle shared by the whole batch (``plan.box`` with n = 1) is pasted by slicing instead
-    on the CPU, where reading it costs no synchronisation (``_paste_box_cpu``, same pixels).
+    on the CPU, where reading it costs no synchronisation (``_paste_box_cpu``, same pixels); any
+    other plan is copied there by the C kernel in runs of pixels (``native.paste``, same pixels).
 
     Pasting the partners level by level instead (a whole-batch copy and a 0/1 blend per source)
     was measured on the project's CPU machine: at 32x32 it was 2x slower than this gather, its
@@ -551,6 +557,9 @@ def _paste_box_cpu(images: Tensor, plan: _Plan) -> Tensor:
 
 
 def _apply_blend(images: Tensor, plan: _Plan) -> Tensor:
+    if images.dtype in (torch.float32, torch.float64) and native.usable(images):
+        # the same products and sums in one pass over the batch, in C (native.blend)
+        return native.blend(images, plan.perms, plan.weights)
     weights = plan.weights.to(images.dtype).view(-1, plan.weights.shape[1], 1, 1, 1)
     mixed = images * weights[:, 0]
     # One buffer for every partner: a fresh allocation per partner costs as much as the copy.

@@ -118,7 +118,9 @@ def _load() -> ctypes.CDLL | None:
     library.dcutmix_targets.argtypes = [_I64] * 3 + [_PTR] * 3 + [_I64, _PTR]
     library.dcutmix_resize_paste.argtypes = [_PTR, _PTR] + [_I64] * 5 + [_PTR] * 3
     library.dcutmix_resize_paste.argtypes += [_I64, _PTR, _I64]
+    library.dcutmix_blend.argtypes = [_PTR, _PTR] + [_I64] * 3 + [_PTR, _I64, _PTR, _I64, _I64]
     for function in (
+        library.dcutmix_blend,
         library.dcutmix_nested_boxes,
         library.dcutmix_paste,
         library.dcutmix_targets,
@@ -292,4 +294,23 @@ def resize_paste(
         rows.shape[0], box.data_ptr(), threads,
     )  # fmt: skip
     _check(status, "dcutmix native resize_paste")
+    return out
+
+
+def blend(images: Tensor, partners: Tensor, weights: Tensor) -> Tensor:
+    """The blend modes' batch: ``weights[b, 0]`` of image b plus ``weights[b, l]`` of image
+    ``partners[l - 1, b]`` for each l >= 1, rounded step by step as mixing._apply_blend does.
+
+    ``images`` float32 or float64 (``usable`` must hold); ``weights`` (n, K), n = B or 1.
+    """
+    out = torch.empty_like(images)
+    partners = partners.to(torch.int64).contiguous()
+    weights = weights.to(images.dtype).contiguous()
+    threads = torch.get_num_threads() if images.nbytes >= THREAD_BYTES else 1
+    status = _library.dcutmix_blend(
+        images.data_ptr(), out.data_ptr(), images.shape[0], images[0].numel(),
+        images.element_size(), partners.data_ptr(), weights.shape[1], weights.data_ptr(),
+        weights.shape[0], threads,
+    )  # fmt: skip
+    _check(status, "dcutmix native blend")
     return out

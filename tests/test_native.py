@@ -284,3 +284,30 @@ def test_resizemix_bad_box_raises():
         )
     with pytest.raises(RuntimeError, match="source index is outside the batch"):
         native.resize_paste(images, torch.tensor([2, 0]), eye, eye, good)
+
+
+@pytest.mark.parametrize("mode", ["mixup", "naive_mixup", "dmixup", "manifold_mixup"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_blends_equal_the_tensor_code_to_the_last_bits(mode, layout):
+    # The C loop rounds each product and sum on its own; the tensor code's addcmul_ may fuse
+    # them, so the two agree to a few units in the last place, and the targets exactly.
+    gen = torch.Generator().manual_seed(6)
+    for per_sample in (False, True):
+        mixer = build_mixer(mode, num_classes=5, per_sample=per_sample, prob=0.7)
+        for dtype, ulps in ((torch.float32, 4e-7), (torch.float64, 1e-15)):
+            images = torch.randn(10, 3, 9, 14, generator=gen, dtype=dtype)
+            if layout == "channels_last":
+                images = images.to(memory_format=torch.channels_last)
+            labels = torch.randint(0, 5, (10,), generator=gen)
+            for seed in range(3):
+                fast = mixer(images, labels, generator=torch.Generator().manual_seed(seed))
+                with native.disabled():
+                    slow = mixer(images, labels, generator=torch.Generator().manual_seed(seed))
+                torch.testing.assert_close(fast[0], slow[0], atol=ulps * 8, rtol=ulps)
+                assert torch.equal(fast[1], slow[1])
+                kept = fast[0].is_contiguous(memory_format=torch.channels_last)
+                assert kept == (layout == "channels_last")
+    # half precision keeps the tensor code
+    half = torch.rand(4, 3, 5, 5, dtype=torch.bfloat16)
+    mixed, _ = build_mixer(mode, num_classes=2)(half, torch.tensor([0, 1, 0, 1]))
+    assert mixed.dtype == torch.bfloat16
