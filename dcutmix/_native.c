@@ -188,40 +188,53 @@ static int64_t paste_nested(const void *arg, int64_t first, int64_t last)
     return status;
 }
 
-/* A level per pixel: each row is split into runs of one level, and each run is one copy. */
+/* A level per pixel: each row is split into runs of one level, and each run is one copy. A
+ * shared map (maps = 1) is split once for the whole batch; the copies go plane by plane, row after
+ * row, so consecutive copies read neighbouring rows. */
 static int64_t paste_map(const void *arg, int64_t first, int64_t last)
 {
     const paste_job *job = arg;
-    const int64_t width = job->width;
-    int64_t *start = malloc((size_t)(2 * width + 1) * sizeof *start);
-    if (!start) return NO_MEMORY;
-    int64_t *from = start + width + 1;
+    const int64_t height = job->height, width = job->width;
+    int64_t *count = malloc((size_t)(height * (2 * width + 2)) * sizeof *count);
+    if (!count) return NO_MEMORY;
+    int64_t *start = count + height, *level_of = start + height * (width + 1);
+    int64_t split = -1; /* the map whose runs the tables hold */
     for (int64_t b = first; b < last; ++b) {
-        const int64_t *level = job->map + (job->maps > 1 ? b : 0) * job->height * width;
-        for (int64_t y = 0; y < job->height; ++y, level += width) {
-            int64_t runs = 0;
-            for (int64_t x = 0; x < width; ++x) {
-                if (x > 0 && level[x] == level[x - 1]) continue;
-                if (level[x] < 0 || level[x] >= job->levels) {
-                    free(start);
-                    return BAD_LEVEL;
+        const int64_t m = job->maps > 1 ? b : 0;
+        if (m != split) {
+            const int64_t *level = job->map + m * height * width;
+            for (int64_t y = 0; y < height; ++y, level += width) {
+                int64_t runs = 0, *row_start = start + y * (width + 1);
+                for (int64_t x = 0; x < width; ++x) {
+                    if (x > 0 && level[x] == level[x - 1]) continue;
+                    if (level[x] < 0 || level[x] >= job->levels) {
+                        free(count);
+                        return BAD_LEVEL;
+                    }
+                    row_start[runs] = x;
+                    level_of[y * width + runs++] = level[x];
                 }
-                start[runs] = x;
-                from[runs++] = level[x] ? job->partners[(level[x] - 1) * job->batch + b] : b;
+                row_start[runs] = width;
+                count[y] = runs;
             }
-            start[runs] = width;
-            for (int64_t p = 0; p < job->planes; ++p) {
+            split = m;
+        }
+        for (int64_t p = 0; p < job->planes; ++p) {
+            for (int64_t y = 0; y < height; ++y) {
                 const int64_t row = p * job->plane_stride + y * job->row_stride;
+                const int64_t *row_start = start + y * (width + 1);
                 char *dst = job->dst + b * job->sample_stride + row;
-                for (int64_t r = 0; r < runs; ++r) {
-                    const int64_t skip = start[r] * job->pixel_bytes;
-                    memcpy(dst + skip, job->src + from[r] * job->sample_stride + row + skip,
-                           (size_t)((start[r + 1] - start[r]) * job->pixel_bytes));
+                for (int64_t r = 0; r < count[y]; ++r) {
+                    const int64_t l = level_of[y * width + r];
+                    const int64_t from = l ? job->partners[(l - 1) * job->batch + b] : b;
+                    const int64_t skip = row_start[r] * job->pixel_bytes;
+                    memcpy(dst + skip, job->src + from * job->sample_stride + row + skip,
+                           (size_t)((row_start[r + 1] - row_start[r]) * job->pixel_bytes));
                 }
             }
         }
     }
-    free(start);
+    free(count);
     return 0;
 }
 
