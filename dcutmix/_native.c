@@ -296,6 +296,53 @@ int64_t dcutmix_paste(const char *src, char *dst, int64_t batch, int64_t planes,
     return over_samples(rows ? paste_nested : paste_map, &job, batch, threads);
 }
 
+/* Cutout: each image with a square of zeros (all its channels), clipped at the borders. start
+ * (2, n) holds each square's first row and column, which may lie outside the image; n = batch,
+ * or 1 for a shared square. Zero bytes are 0 in every dtype (+0.0 for floats). */
+typedef struct {
+    paste_job image;
+    const float *start;
+    int64_t n, length;
+} cutout_job;
+
+static int64_t cut_out(const void *arg, int64_t first, int64_t last)
+{
+    const cutout_job *job = arg;
+    const paste_job *image = &job->image;
+    const int64_t plane_bytes = image->height * image->row_stride;
+    for (int64_t b = first; b < last; ++b) {
+        const int64_t s = job->n > 1 ? b : 0;
+        const float row = job->start[s], col = job->start[job->n + s];
+        if (!(row > -1e9f && row < 1e9f && col > -1e9f && col < 1e9f)) return BAD_BOX;
+        int64_t top = (int64_t)row, left = (int64_t)col;
+        int64_t bottom = top + job->length, right = left + job->length;
+        if (top < 0) top = 0;
+        if (left < 0) left = 0;
+        if (bottom > image->height) bottom = image->height;
+        if (right > image->width) right = image->width;
+        for (int64_t p = 0; p < image->planes; ++p) {
+            const int64_t at = b * image->sample_stride + p * image->plane_stride;
+            memcpy(image->dst + at, image->src + at, (size_t)plane_bytes);
+            if (right <= left) continue;
+            for (int64_t y = top; y < bottom; ++y)
+                memset(image->dst + at + y * image->row_stride + left * image->pixel_bytes, 0,
+                       (size_t)((right - left) * image->pixel_bytes));
+        }
+    }
+    return 0;
+}
+
+int64_t dcutmix_cutout(const char *src, char *dst, int64_t batch, int64_t planes, int64_t height,
+                       int64_t width, int64_t sample_stride, int64_t plane_stride,
+                       int64_t row_stride, int64_t pixel_bytes, const float *start, int64_t n,
+                       int64_t length, int64_t threads)
+{
+    const cutout_job job = {{src, dst, batch, planes, height, width, sample_stride, plane_stride,
+                             row_stride, pixel_bytes, NULL, 1, NULL, NULL, 0, NULL, 0},
+                            start, n, length};
+    return over_samples(cut_out, &job, batch, threads);
+}
+
 /* ResizeMix's paste: each image's partner area-resampled into its patch, the rest of the image
  * kept. rows (n, H, H) and cols (n, W, W) are the resampling matrices of mixing._resize_matrix
  * (zero outside the patch, a narrow band of non-zeros inside), box (4, n) holds each patch's

@@ -119,8 +119,10 @@ def _load() -> ctypes.CDLL | None:
     library.dcutmix_resize_paste.argtypes = [_PTR, _PTR] + [_I64] * 5 + [_PTR] * 3
     library.dcutmix_resize_paste.argtypes += [_I64, _PTR, _I64]
     library.dcutmix_blend.argtypes = [_PTR, _PTR] + [_I64] * 3 + [_PTR, _I64, _PTR, _I64, _I64]
+    library.dcutmix_cutout.argtypes = [_PTR, _PTR] + [_I64] * 8 + [_PTR] + [_I64] * 3
     for function in (
         library.dcutmix_blend,
+        library.dcutmix_cutout,
         library.dcutmix_nested_boxes,
         library.dcutmix_paste,
         library.dcutmix_targets,
@@ -183,6 +185,13 @@ def usable(images: Tensor) -> bool:
     )
 
 
+def _loaded() -> ctypes.CDLL:
+    lib = library()
+    if lib is None:
+        raise RuntimeError("dcutmix.native: the C kernels are turned off or could not be built")
+    return lib
+
+
 def _check(status: int, what: str) -> None:
     if status:
         raise RuntimeError(f"{what}: {_ERRORS.get(status, f'error {status}')}")
@@ -194,20 +203,46 @@ def nested_boxes(
     """DCutMix's boxes from its draws: (rows (n, H) int32, cols (n, W) int32, visible (n, K)).
 
     ``shrink`` (K - 1, n) and ``offsets`` (K - 1, 2, n) are float32 as DCutMix._plan draws them;
-    the result equals its tensor code's, bit for bit (tests/test_native.py). Like ``paste`` and
-    ``mix_targets``, only called where ``available`` holds.
+    the result equals its tensor code's, bit for bit (tests/test_native.py). Like the other
+    kernels here, for where ``available`` holds; elsewhere they raise RuntimeError.
     """
     steps, n = shrink.shape
     shrink, offsets = shrink.contiguous(), offsets.contiguous()
     rows = torch.empty((n, height), dtype=torch.int32)
     cols = torch.empty((n, width), dtype=torch.int32)
     visible = torch.empty((n, steps + 1), dtype=torch.float32)
-    status = _library.dcutmix_nested_boxes(
+    status = _loaded().dcutmix_nested_boxes(
         n, steps, height, width, shrink.data_ptr(), offsets.data_ptr(),
         rows.data_ptr(), cols.data_ptr(), visible.data_ptr(),
     )  # fmt: skip
     _check(status, "dcutmix native nested_boxes")
     return rows, cols, visible
+
+
+def _layout(images: Tensor) -> tuple[int, int, int, int, int]:
+    """(planes, sample, plane, row, pixel) of a dense NCHW or channels-last batch, in bytes."""
+    _, channels, height, width = images.shape
+    item = images.element_size()
+    if images.is_contiguous():
+        return channels, channels * height * width * item, height * width * item, width * item, item
+    # channels-last: one plane whose pixels are a run of all their channels' bytes
+    return 1, channels * height * width * item, 0, width * channels * item, channels * item
+
+
+def cutout(images: Tensor, start: Tensor, length: int) -> Tensor:
+    """Each image with a ``length`` square of zeros whose first row and column are ``start``
+    (2, n), clipped at the borders: Cutout's ``masked_fill`` (``usable(images)`` must hold)."""
+    batch, _, height, width = images.shape
+    out = torch.empty_like(images)
+    planes, sample, plane, row, pixel = _layout(images)
+    start = start.to(torch.float32).contiguous()
+    threads = torch.get_num_threads() if images.nbytes >= THREAD_BYTES else 1
+    status = _loaded().dcutmix_cutout(
+        images.data_ptr(), out.data_ptr(), batch, planes, height, width, sample, plane, row,
+        pixel, start.data_ptr(), start.shape[1], length, threads,
+    )  # fmt: skip
+    _check(status, "dcutmix native cutout")
+    return out
 
 
 def paste(
@@ -224,13 +259,9 @@ def paste(
     is min(rows[y], cols[x]) of the image's (or, with one row, the shared) nested-box profiles,
     or ``level[y, x]`` of an (n, H, W) map, n = B or 1.
     """
-    batch, channels, height, width = images.shape
+    batch, _, height, width = images.shape
     out = torch.empty_like(images)
-    item = images.element_size()
-    if images.is_contiguous():
-        planes, pixel, plane_stride = channels, item, height * width * item
-    else:  # channels-last: a pixel's channels are one run of bytes
-        planes, pixel, plane_stride = 1, channels * item, 0
+    planes, sample, plane_stride, row, pixel = _layout(images)
     partners = partners.to(torch.int64).contiguous()
     if rows is not None:
         rows = rows.to(torch.int32).contiguous()
@@ -242,10 +273,9 @@ def paste(
         shared, rows_ptr, cols_ptr = 0, None, None
         level_ptr, maps = level.data_ptr(), level.shape[0]
     threads = torch.get_num_threads() if images.nbytes >= THREAD_BYTES else 1
-    status = _library.dcutmix_paste(
+    status = _loaded().dcutmix_paste(
         images.data_ptr(), out.data_ptr(), batch, planes, height, width,
-        channels * height * width * item, plane_stride, width * pixel, pixel,
-        partners.data_ptr(), partners.shape[0] + 1, rows_ptr, cols_ptr, shared,
+        sample, plane_stride, row, pixel, partners.data_ptr(), partners.shape[0] + 1, rows_ptr, cols_ptr, shared,
         level_ptr, maps, threads,
     )  # fmt: skip
     _check(status, "dcutmix native paste")
@@ -263,7 +293,7 @@ def mix_targets(labels: Tensor, partners: Tensor, weights: Tensor, num_classes: 
     partners = partners.to(torch.int64).contiguous()
     weights = weights.to(torch.float32).contiguous()
     targets = torch.empty((batch, num_classes), dtype=torch.float32)
-    status = _library.dcutmix_targets(
+    status = _loaded().dcutmix_targets(
         batch, weights.shape[1], num_classes, labels.data_ptr(), partners.data_ptr(),
         weights.data_ptr(), weights.shape[0], targets.data_ptr(),
     )  # fmt: skip
@@ -288,7 +318,7 @@ def resize_paste(
     cols = cols.to(images.dtype).contiguous()
     box = box.to(torch.int64).contiguous()
     threads = torch.get_num_threads() if images.nbytes >= THREAD_BYTES else 1
-    status = _library.dcutmix_resize_paste(
+    status = _loaded().dcutmix_resize_paste(
         images.data_ptr(), out.data_ptr(), batch, channels, height, width,
         images.element_size(), partners.data_ptr(), rows.data_ptr(), cols.data_ptr(),
         rows.shape[0], box.data_ptr(), threads,
@@ -307,7 +337,7 @@ def blend(images: Tensor, partners: Tensor, weights: Tensor) -> Tensor:
     partners = partners.to(torch.int64).contiguous()
     weights = weights.to(images.dtype).contiguous()
     threads = torch.get_num_threads() if images.nbytes >= THREAD_BYTES else 1
-    status = _library.dcutmix_blend(
+    status = _loaded().dcutmix_blend(
         images.data_ptr(), out.data_ptr(), images.shape[0], images[0].numel(),
         images.element_size(), partners.data_ptr(), weights.shape[1], weights.data_ptr(),
         weights.shape[0], threads,

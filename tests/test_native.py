@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
     native._compiler() is None, reason="no C compiler: the mixers run their tensor code"
 )
 
-BOX_MODES = ("dcutmix", "cutmix", "naive_cutmix", "fmix")
+BOX_MODES = ("dcutmix", "cutmix", "naive_cutmix", "fmix", "cutout")
 
 
 def test_the_kernels_build_and_load_here():
@@ -30,6 +30,8 @@ def test_the_kernels_build_and_load_here():
     assert not native.available(torch.device("meta"))
     with native.disabled():
         assert native.library() is None and not native.available(torch.device("cpu"))
+        with pytest.raises(RuntimeError, match="turned off or could not be built"):
+            native.blend(torch.rand(2, 1, 2, 2), torch.tensor([[1, 0]]), torch.ones(1, 2))
     assert native.library() is not None
 
 
@@ -78,7 +80,8 @@ def test_mixers_give_the_tensor_codes_pixels_and_targets(mode, per_sample, layou
     checked = 0
     for k in ks:
         for prob in (1.0, 0.5):
-            mixer = build_mixer(mode, num_classes=7, k=k, per_sample=per_sample, prob=prob)
+            extra = {"length": 5} if mode == "cutout" else {}  # it hangs over the borders too
+            mixer = build_mixer(mode, num_classes=7, k=k, per_sample=per_sample, prob=prob, **extra)
             for dtype in (torch.float32, torch.uint8, torch.float64, torch.bfloat16):
                 shape = (9, 3, 11 + checked % 5, 23 - checked % 4)
                 images = _images(layout, dtype, shape, gen)
