@@ -359,6 +359,17 @@ typedef struct {
     const int64_t *box;
 } resize_job;
 
+/* band[2 i], band[2 i + 1]: the first and one past the last non-zero of row first + i of a
+ * (size, size) matrix, for i < count */
+#define BANDS(matrix, size, first, count, band)                                                  \
+    for (int64_t i = 0; i < (count); ++i) {                                                      \
+        const int64_t row = ((first) + i) * (size);                                              \
+        int64_t lo = 0, hi = (size);                                                             \
+        while (lo < hi && (matrix)[row + lo] == 0) ++lo;                                         \
+        while (hi > lo && (matrix)[row + hi - 1] == 0) --hi;                                     \
+        (band)[2 * i] = lo, (band)[2 * i + 1] = hi;                                              \
+    }
+
 #define RESIZE_PASTE(NAME, T)                                                                    \
     static int64_t NAME(const void *arg, int64_t first, int64_t last)                           \
     {                                                                                            \
@@ -383,21 +394,9 @@ typedef struct {
                 status = BAD_BOX;                                                                \
             if (status) break;                                                                   \
             const T *R = (const T *)job->rows + s * H * H, *C = (const T *)job->cols + s * W * W; \
-            for (int64_t i = 0; i < tall; ++i) { /* the partner rows of patch row i */           \
-                const T *weights = R + (top + i) * H;                                            \
-                int64_t lo = 0, hi = H;                                                          \
-                while (lo < hi && weights[lo] == 0) ++lo;                                        \
-                while (hi > lo && weights[hi - 1] == 0) --hi;                                    \
-                band[2 * i] = lo, band[2 * i + 1] = hi;                                          \
-            }                                                                                    \
             int64_t *col_band = band + 2 * H;                                                    \
-            for (int64_t j = 0; j < wide; ++j) {                                                 \
-                const T *weights = C + (left + j) * W;                                           \
-                int64_t lo = 0, hi = W;                                                          \
-                while (lo < hi && weights[lo] == 0) ++lo;                                        \
-                while (hi > lo && weights[hi - 1] == 0) --hi;                                    \
-                col_band[2 * j] = lo, col_band[2 * j + 1] = hi;                                  \
-            }                                                                                    \
+            BANDS(R, H, top, tall, band);      /* the partner rows of each patch row */          \
+            BANDS(C, W, left, wide, col_band); /* the columns of each patch column */            \
             const int64_t plane = H * W, sample = job->planes * plane;                           \
             for (int64_t p = 0; p < job->planes; ++p) {                                          \
                 const T *own = (const T *)job->src + b * sample + p * plane;                     \

@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from dcutmix.files import write_atomic
+
 SOURCE = Path(__file__).with_name("_native.c")
 FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-pthread", "-ffp-contract=off")
 
@@ -70,7 +72,7 @@ def _compiler() -> str | None:
 
 
 def _build(compiler: str) -> Path:
-    """The library's path, compiled there unless a process already did (written atomically)."""
+    """The library's path, compiled there unless a process already did (renamed into place)."""
     source = SOURCE.read_bytes()
     key = hashlib.sha256(
         b"\0".join(
@@ -84,21 +86,19 @@ def _build(compiler: str) -> Path:
             return target
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            handle, partial = tempfile.mkstemp(prefix=target.name, suffix=".part", dir=folder)
-            os.close(handle)
-            try:
+            with tempfile.TemporaryDirectory(dir=folder) as scratch:
+                built = Path(scratch) / target.name
                 done = subprocess.run(
-                    [compiler, *FLAGS, str(SOURCE), "-o", partial, "-lm"],
+                    [compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"],
                     capture_output=True,
                     text=True,
                     timeout=120,
                 )
                 if done.returncode != 0:
                     raise OSError(done.stderr.strip().splitlines()[-1] if done.stderr else "failed")
-                os.replace(partial, target)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(partial)
+                # a process that finds the file finds all of it
+                library_bytes = built.read_bytes()
+                write_atomic(target, lambda file, data=library_bytes: file.write(data))
             return target
         except (OSError, subprocess.SubprocessError) as error:
             errors.append(f"{folder}: {error}")
