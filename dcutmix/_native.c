@@ -1,10 +1,10 @@
-/* The box mixers' CPU kernels: dcutmix/native.py builds this file with the system's C compiler
- * on first use and calls it through ctypes; mixing.py falls back to its tensor code without it.
+/* The mixers' CPU kernels: dcutmix/native.py builds this file with the system's C compiler on
+ * first use and calls it through ctypes; mixing.py falls back to its tensor code without it.
  *
  * Plain C99 on raw buffers (no Python or torch headers), so it builds in a fraction of a second.
  * Each entry point returns 0, or a negative code for input the Python side never passes (it
- * raises on one): the kernels check every index they follow, so bad input cannot read or write
- * out of bounds.
+ * raises on one): the kernels check every index and box they follow, and native.py checks the
+ * shapes of the buffers, so bad input cannot read or write out of bounds.
  *
  * Images are addressed in bytes: sample b, plane p, row y, pixel x starts at
  *   b * sample_stride + p * plane_stride + y * row_stride + x * pixel_bytes.

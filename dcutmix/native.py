@@ -1,11 +1,12 @@
-"""The box mixers' CPU kernels (``_native.c``), built on first use with the system's C compiler.
+"""The mixers' CPU kernels (``_native.c``), built on first use with the system's C compiler.
 
-On the CPU, DCutMix's nested boxes and the pixel copies of every box mode are cheaper as a few
-loops over raw memory than as tensor ops: the tensor route reads one index per pixel. The file is
+On the CPU, DCutMix's nested boxes, the pixel copies of every box mode, the blends, Cutout's
+squares, ResizeMix's resample and the soft targets are cheaper as a few loops over raw memory than
+as tensor ops (the tensor route reads one index per pixel, or makes a pass per source). The file is
 plain C99 (no Python or torch headers) and builds in well under a second; the library is kept in
 a cache folder, named by a hash of the source and the compiler, and shared by every process on the
 machine. Where it cannot be built (no compiler, a read-only home and temp), the mixers use their
-tensor code, which gives the same pixels, and warn once.
+tensor code, which gives the same results, and warn once.
 
 ``DCUTMIX_NATIVE=0`` turns the kernels off; ``DCUTMIX_NATIVE_DIR`` names the cache folder
 (default ``$XDG_CACHE_HOME/dcutmix``, else ``~/.cache/dcutmix``, else the temp folder).
@@ -35,7 +36,8 @@ from dcutmix.files import write_atomic
 SOURCE = Path(__file__).with_name("_native.c")
 FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-pthread", "-ffp-contract=off")
 
-#: a batch smaller than this many bytes is copied on one thread (starting one costs ~20 us)
+#: a batch smaller than this many bytes is copied on one thread: at 32x32 (1.5 MB) a second
+#: thread made the copy slower on the project's 2-core machine, at 224x224 faster
 THREAD_BYTES = 1 << 21
 
 _ERRORS = {
@@ -152,7 +154,7 @@ def _first_use() -> None:
                 _library = _load()
             except OSError as error:
                 warnings.warn(
-                    f"dcutmix: the C kernels of the box mixers could not be built ({error}); "
+                    f"dcutmix: the C kernels of the mixers could not be built ({error}); "
                     "the CPU uses their tensor code, which is slower",
                     RuntimeWarning,
                     stacklevel=4,
@@ -192,6 +194,12 @@ def _loaded() -> ctypes.CDLL:
     return lib
 
 
+def _shape(name: str, tensor: Tensor, *expected: int) -> None:
+    """The kernels trust their buffers' sizes: a tensor of another shape is refused here."""
+    if tuple(tensor.shape) != expected:
+        raise ValueError(f"{name}: expected shape {expected}, got {tuple(tensor.shape)}")
+
+
 def _check(status: int, what: str) -> None:
     if status:
         raise RuntimeError(f"{what}: {_ERRORS.get(status, f'error {status}')}")
@@ -207,7 +215,8 @@ def nested_boxes(
     kernels here, for where ``available`` holds; elsewhere they raise RuntimeError.
     """
     steps, n = shrink.shape
-    shrink, offsets = shrink.contiguous(), offsets.contiguous()
+    _shape("offsets", offsets, steps, 2, n)
+    shrink, offsets = shrink.to(torch.float32).contiguous(), offsets.to(torch.float32).contiguous()
     rows = torch.empty((n, height), dtype=torch.int32)
     cols = torch.empty((n, width), dtype=torch.int32)
     visible = torch.empty((n, steps + 1), dtype=torch.float32)
@@ -235,6 +244,7 @@ def cutout(images: Tensor, start: Tensor, length: int) -> Tensor:
     batch, _, height, width = images.shape
     out = torch.empty_like(images)
     planes, sample, plane, row, pixel = _layout(images)
+    _shape("start", start, 2, batch if start.shape[-1] == batch else 1)
     start = start.to(torch.float32).contiguous()
     threads = torch.get_num_threads() if images.nbytes >= THREAD_BYTES else 1
     status = _loaded().dcutmix_cutout(
@@ -262,13 +272,18 @@ def paste(
     batch, _, height, width = images.shape
     out = torch.empty_like(images)
     planes, sample, plane_stride, row, pixel = _layout(images)
+    _shape("partners", partners, partners.shape[0], batch)
     partners = partners.to(torch.int64).contiguous()
     if rows is not None:
+        shared = batch if rows.shape[0] == batch else 1
+        _shape("rows", rows, shared, height)
+        _shape("cols", cols, shared, width)
         rows = rows.to(torch.int32).contiguous()
         cols = cols.to(torch.int32).contiguous()
         shared, level_ptr, maps = rows.shape[0], None, 0
         rows_ptr, cols_ptr = rows.data_ptr(), cols.data_ptr()
     else:
+        _shape("level", level, batch if level.shape[0] == batch else 1, height, width)
         level = level.to(torch.int64).contiguous()
         shared, rows_ptr, cols_ptr = 0, None, None
         level_ptr, maps = level.data_ptr(), level.shape[0]
@@ -289,6 +304,9 @@ def mix_targets(labels: Tensor, partners: Tensor, weights: Tensor, num_classes: 
     with n = B or 1. The same sums, in the same order, as mixing.py's scatter_add_ (CPU tensors).
     """
     batch = labels.shape[0]
+    _shape("labels", labels, batch)
+    _shape("partners", partners, partners.shape[0], batch)
+    _shape("weights", weights, batch if weights.shape[0] == batch else 1, partners.shape[0] + 1)
     labels = labels.to(torch.int64).contiguous()
     partners = partners.to(torch.int64).contiguous()
     weights = weights.to(torch.float32).contiguous()
@@ -312,6 +330,11 @@ def resize_paste(
     two matrix products up to the order of the sums (tests/test_native.py).
     """
     batch, channels, height, width = images.shape
+    n = batch if box.shape[-1] == batch else 1
+    _shape("partners", partners, batch)
+    _shape("rows", rows, n, height, height)
+    _shape("cols", cols, n, width, width)
+    _shape("box", box, 4, n)
     out = torch.empty_like(images, memory_format=torch.contiguous_format)
     partners = partners.to(torch.int64).contiguous()
     rows = rows.to(images.dtype).contiguous()
@@ -333,6 +356,9 @@ def blend(images: Tensor, partners: Tensor, weights: Tensor) -> Tensor:
 
     ``images`` float32 or float64 (``usable`` must hold); ``weights`` (n, K), n = B or 1.
     """
+    batch = images.shape[0]
+    _shape("partners", partners, partners.shape[0], batch)
+    _shape("weights", weights, batch if weights.shape[0] == batch else 1, partners.shape[0] + 1)
     out = torch.empty_like(images)
     partners = partners.to(torch.int64).contiguous()
     weights = weights.to(images.dtype).contiguous()

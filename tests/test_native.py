@@ -169,6 +169,21 @@ def test_bad_indices_raise_instead_of_reading_out_of_bounds():
     weights = torch.tensor([[0.5, 0.5]])
     with pytest.raises(RuntimeError, match="class index is outside"):
         native.mix_targets(torch.tensor([0, 1, 2, 5]), partners, weights, 5)
+    # buffers of the wrong size never reach the C code
+    with pytest.raises(ValueError, match=r"rows: expected shape \(1, 8\)"):
+        native.paste(images, partners, rows=torch.ones(1, 6, dtype=torch.int32), cols=rows)
+    with pytest.raises(ValueError, match="partners: expected shape"):
+        native.blend(images, torch.tensor([[1, 0]]), torch.ones(1, 2))
+    with pytest.raises(ValueError, match="weights: expected shape"):
+        native.mix_targets(torch.tensor([0, 1, 2, 3]), partners, torch.ones(1, 3), 5)
+    with pytest.raises(ValueError, match="box: expected shape"):
+        native.resize_paste(
+            images,
+            torch.tensor([1, 2, 3, 0]),
+            torch.eye(8)[None],
+            torch.eye(8)[None],
+            torch.zeros(3, 1),
+        )
     shrink = torch.full((1, 1), float("nan"))
     with pytest.raises(RuntimeError, match="box falls outside the image"):
         native.nested_boxes(shrink, torch.zeros(1, 2, 1), 8, 8)
