@@ -1,4 +1,4 @@
-"""Benchmarks that print figures: ``python -m dcutmix.bench {mixing,data,train} [--json]``.
+"""Benchmarks that print figures: ``python -m dcutmix.bench {mixing,data,train,report} [--json]``.
 
 Each compares against a baseline measured in the same process, interleaved round by round, so a
 busy machine slows both sides alike and the ratios stay meaningful.
@@ -179,7 +179,7 @@ def _print_mixing(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dcutmix.bench", description=__doc__)
-    parser.add_argument("what", choices=("mixing", "data", "train"))
+    parser.add_argument("what", choices=("mixing", "data", "train", "report"))
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object instead of a table"
     )
@@ -227,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         from dcutmix.bench_data import run_data_benchmark
 
         result = run_data_benchmark(device=str(devices[-1]))
+    elif args.what == "report":
+        from dcutmix.bench_report import run_report_benchmark
+
+        result = run_report_benchmark()
     else:
         from dcutmix.bench_train import run_train_benchmark
 
