@@ -382,7 +382,7 @@ typedef struct {
             free(band);                                                                          \
             return NO_MEMORY;                                                                    \
         }                                                                                        \
-        int64_t status = 0;                                                                      \
+        int64_t status = 0, banded = -1;                                                         \
         for (int64_t b = first; b < last && !status; ++b) {                                      \
             const int64_t s = n > 1 ? b : 0;                                                     \
             const int64_t top = job->box[s], left = job->box[n + s];                             \
@@ -395,8 +395,11 @@ typedef struct {
             if (status) break;                                                                   \
             const T *R = (const T *)job->rows + s * H * H, *C = (const T *)job->cols + s * W * W; \
             int64_t *col_band = band + 2 * H;                                                    \
-            BANDS(R, H, top, tall, band);      /* the partner rows of each patch row */          \
-            BANDS(C, W, left, wide, col_band); /* the columns of each patch column */            \
+            if (s != banded) { /* a shared patch's bands are found once */                      \
+                BANDS(R, H, top, tall, band);      /* the partner rows of each patch row */      \
+                BANDS(C, W, left, wide, col_band); /* the columns of each patch column */        \
+                banded = s;                                                                      \
+            }                                                                                    \
             const int64_t plane = H * W, sample = job->planes * plane;                           \
             for (int64_t p = 0; p < job->planes; ++p) {                                          \
                 const T *own = (const T *)job->src + b * sample + p * plane;                     \
