@@ -238,6 +238,15 @@ static int64_t paste_map(const void *arg, int64_t first, int64_t last)
     return 0;
 }
 
+/* partners (levels - 1, batch): every index inside the batch, and a level count mixing allows */
+static int64_t check_partners(const int64_t *partners, int64_t levels, int64_t batch)
+{
+    if (levels < 1 || levels > MAX_LEVELS) return BAD_LEVEL;
+    for (int64_t i = 0; i < batch * (levels - 1); ++i)
+        if (partners[i] < 0 || partners[i] >= batch) return BAD_SOURCE;
+    return 0;
+}
+
 /* One thread's share of a batch: samples [first, last). */
 typedef int64_t (*sample_work)(const void *job, int64_t first, int64_t last);
 
@@ -287,9 +296,8 @@ int64_t dcutmix_paste(const char *src, char *dst, int64_t batch, int64_t planes,
                       int64_t levels, const int32_t *rows, const int32_t *cols, int64_t profiles,
                       const int64_t *map, int64_t maps, int64_t threads)
 {
-    if (levels < 1 || levels > MAX_LEVELS) return BAD_LEVEL;
-    for (int64_t i = 0; i < batch * (levels - 1); ++i)
-        if (partners[i] < 0 || partners[i] >= batch) return BAD_SOURCE;
+    const int64_t bad = check_partners(partners, levels, batch);
+    if (bad) return bad;
     const paste_job job = {src, dst, batch, planes, height, width, sample_stride, plane_stride,
                            row_stride, pixel_bytes, partners, levels, rows, rows ? cols : NULL,
                            profiles, rows ? NULL : map, maps};
@@ -491,9 +499,8 @@ int64_t dcutmix_blend(const char *src, char *dst, int64_t batch, int64_t numel, 
                       int64_t threads)
 {
     if (item != 4 && item != 8) return BAD_ITEM;
-    if (levels < 1 || levels > MAX_LEVELS) return BAD_LEVEL;
-    for (int64_t i = 0; i < batch * (levels - 1); ++i)
-        if (partners[i] < 0 || partners[i] >= batch) return BAD_SOURCE;
+    const int64_t bad = check_partners(partners, levels, batch);
+    if (bad) return bad;
     const blend_job job = {src, dst, batch, numel, partners, levels, weights, n};
     return over_samples(item == 4 ? blend_float : blend_double, &job, batch, threads);
 }

@@ -194,6 +194,15 @@ def _loaded() -> ctypes.CDLL:
     return lib
 
 
+def _draws(size: int, batch: int) -> int:
+    """How many rows a per-image or shared draw should have: B when it has B, else 1."""
+    return batch if size == batch else 1
+
+
+def _threads(images: Tensor) -> int:
+    return torch.get_num_threads() if images.nbytes >= THREAD_BYTES else 1
+
+
 def _shape(name: str, tensor: Tensor, *expected: int) -> None:
     """The kernels trust their buffers' sizes: a tensor of another shape is refused here."""
     if tuple(tensor.shape) != expected:
@@ -244,9 +253,9 @@ def cutout(images: Tensor, start: Tensor, length: int) -> Tensor:
     batch, _, height, width = images.shape
     out = torch.empty_like(images)
     planes, sample, plane, row, pixel = _layout(images)
-    _shape("start", start, 2, batch if start.shape[-1] == batch else 1)
+    _shape("start", start, 2, _draws(start.shape[-1], batch))
     start = start.to(torch.float32).contiguous()
-    threads = torch.get_num_threads() if images.nbytes >= THREAD_BYTES else 1
+    threads = _threads(images)
     status = _loaded().dcutmix_cutout(
         images.data_ptr(), out.data_ptr(), batch, planes, height, width, sample, plane, row,
         pixel, start.data_ptr(), start.shape[1], length, threads,
@@ -275,7 +284,7 @@ def paste(
     _shape("partners", partners, partners.shape[0], batch)
     partners = partners.to(torch.int64).contiguous()
     if rows is not None:
-        shared = batch if rows.shape[0] == batch else 1
+        shared = _draws(rows.shape[0], batch)
         _shape("rows", rows, shared, height)
         _shape("cols", cols, shared, width)
         rows = rows.to(torch.int32).contiguous()
@@ -283,11 +292,11 @@ def paste(
         shared, level_ptr, maps = rows.shape[0], None, 0
         rows_ptr, cols_ptr = rows.data_ptr(), cols.data_ptr()
     else:
-        _shape("level", level, batch if level.shape[0] == batch else 1, height, width)
+        _shape("level", level, _draws(level.shape[0], batch), height, width)
         level = level.to(torch.int64).contiguous()
         shared, rows_ptr, cols_ptr = 0, None, None
         level_ptr, maps = level.data_ptr(), level.shape[0]
-    threads = torch.get_num_threads() if images.nbytes >= THREAD_BYTES else 1
+    threads = _threads(images)
     status = _loaded().dcutmix_paste(
         images.data_ptr(), out.data_ptr(), batch, planes, height, width,
         sample, plane_stride, row, pixel, partners.data_ptr(), partners.shape[0] + 1, rows_ptr, cols_ptr, shared,
@@ -306,7 +315,7 @@ def mix_targets(labels: Tensor, partners: Tensor, weights: Tensor, num_classes: 
     batch = labels.shape[0]
     _shape("labels", labels, batch)
     _shape("partners", partners, partners.shape[0], batch)
-    _shape("weights", weights, batch if weights.shape[0] == batch else 1, partners.shape[0] + 1)
+    _shape("weights", weights, _draws(weights.shape[0], batch), partners.shape[0] + 1)
     labels = labels.to(torch.int64).contiguous()
     partners = partners.to(torch.int64).contiguous()
     weights = weights.to(torch.float32).contiguous()
@@ -330,7 +339,7 @@ def resize_paste(
     two matrix products up to the order of the sums (tests/test_native.py).
     """
     batch, channels, height, width = images.shape
-    n = batch if box.shape[-1] == batch else 1
+    n = _draws(box.shape[-1], batch)
     _shape("partners", partners, batch)
     _shape("rows", rows, n, height, height)
     _shape("cols", cols, n, width, width)
@@ -340,7 +349,7 @@ def resize_paste(
     rows = rows.to(images.dtype).contiguous()
     cols = cols.to(images.dtype).contiguous()
     box = box.to(torch.int64).contiguous()
-    threads = torch.get_num_threads() if images.nbytes >= THREAD_BYTES else 1
+    threads = _threads(images)
     status = _loaded().dcutmix_resize_paste(
         images.data_ptr(), out.data_ptr(), batch, channels, height, width,
         images.element_size(), partners.data_ptr(), rows.data_ptr(), cols.data_ptr(),
@@ -358,11 +367,11 @@ def blend(images: Tensor, partners: Tensor, weights: Tensor) -> Tensor:
     """
     batch = images.shape[0]
     _shape("partners", partners, partners.shape[0], batch)
-    _shape("weights", weights, batch if weights.shape[0] == batch else 1, partners.shape[0] + 1)
+    _shape("weights", weights, _draws(weights.shape[0], batch), partners.shape[0] + 1)
     out = torch.empty_like(images)
     partners = partners.to(torch.int64).contiguous()
     weights = weights.to(images.dtype).contiguous()
-    threads = torch.get_num_threads() if images.nbytes >= THREAD_BYTES else 1
+    threads = _threads(images)
     status = _loaded().dcutmix_blend(
         images.data_ptr(), out.data_ptr(), images.shape[0], images[0].numel(),
         images.element_size(), partners.data_ptr(), weights.shape[1], weights.data_ptr(),
