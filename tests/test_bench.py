@@ -49,9 +49,11 @@ def test_warm_allocator_run_prints_json_without_page_faults():
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["allocator"] == "warm"
-    modes = {r["mode"]: r for r in report["mixing"]}
-    assert set(modes) == set(MIXING_MODES)
-    # After the warm-up, freed batches are reused: no mode maps a fresh 38 MB batch (9,409 pages
-    # on every call with the allocator as it comes).
-    assert all(r["page_faults"] < 500 for r in report["mixing"]), modes
-    assert report["mixing"][0]["clone_page_faults"] < 500
+    faults = {r["mode"]: r["page_faults"] for r in report["mixing"]}
+    assert set(faults) == set(MIXING_MODES)
+    # After the warm-up, freed batches are reused: no mode maps a fresh 38 MB batch (9,409 pages)
+    # on every call, as each does with the allocator as it comes. A heap that still grows once
+    # for a larger temporary (ResizeMix's patch varies) stays under half a batch per call.
+    batch_pages = 64 * 3 * 224 * 224 * 4 // 4096
+    assert all(f < batch_pages / 2 for f in faults.values()), faults
+    assert report["mixing"][0]["clone_page_faults"] < batch_pages / 2
