@@ -10,9 +10,11 @@ from typing import Any
 from torch import nn
 
 from dcutmix.errors import ConfigError
+from dcutmix.models.preact_resnet import PreActResNet18
 from dcutmix.models.pyramidnet import PyramidNet
 from dcutmix.models.regularisers import check_dropblock, check_stochastic_depth
 from dcutmix.models.resnet import resnet18
+from dcutmix.models.resnet_cifar import ResNetCifar
 from dcutmix.models.tiny import TinyNet
 from dcutmix.models.wide_resnet import WideResNet
 
@@ -30,6 +32,12 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "pyramidnet110": functools.partial(PyramidNet, depth=110, alpha=64, bottleneck=True),
     "pyramidnet200": functools.partial(PyramidNet, depth=200, alpha=240, bottleneck=True),
     "resnet18": resnet18,
+    "resnet20": functools.partial(ResNetCifar, depth=20),
+    "resnet32": functools.partial(ResNetCifar, depth=32),
+    "resnet44": functools.partial(ResNetCifar, depth=44),
+    "resnet56": functools.partial(ResNetCifar, depth=56),
+    "resnet110": functools.partial(ResNetCifar, depth=110),
+    "preactresnet18": PreActResNet18,
     "wrn28_10": functools.partial(WideResNet, depth=28, widen_factor=10, dropout=0.0),
     "tiny": TinyNet,
 }
