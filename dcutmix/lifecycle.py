@@ -105,11 +105,14 @@ def already_completed(cfg: DictConfig, folder: RunFolder, dist: Distributed) -> 
 
 def run_config(cfg: DictConfig) -> dict:
     """The settings a report groups by, as stored in results.json."""
+    from dcutmix.models import recorded_settings
+
     m = cfg.mixing
     mixer = build_mixer(m.mode, num_classes=2, **mixer_settings(m))
     return {
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
+        **recorded_settings(OmegaConf.to_container(cfg.model, resolve=True)),
         "mixing": {
             "mode": m.mode,
             "k": mixer.k,

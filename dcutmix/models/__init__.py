@@ -17,6 +17,7 @@ from dcutmix.models.build import (
     count_parameters,
     hidden_layers,
     model_settings,
+    recorded_settings,
 )
 from dcutmix.models.preact_resnet import PreActResNet18
 from dcutmix.models.pyramidnet import PyramidNet
@@ -39,4 +40,5 @@ __all__ = [
     "hidden_layers",
     "load_authors_state_dict",
     "model_settings",
+    "recorded_settings",
 ]

@@ -24,7 +24,11 @@ __all__ = [
     "check_model_config",
     "count_parameters",
     "hidden_layers",
+    "recorded_settings",
 ]
+
+# He et al.'s CIFAR ResNets, one model group each (resnet20 ... resnet110)
+_CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 
 # Each entry's keyword defaults are the published configuration; conf/model/<name>.yaml repeats
 # them so a run's resolved config records every knob.
@@ -32,17 +36,18 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "pyramidnet110": functools.partial(PyramidNet, depth=110, alpha=64, bottleneck=True),
     "pyramidnet200": functools.partial(PyramidNet, depth=200, alpha=240, bottleneck=True),
     "resnet18": resnet18,
-    "resnet20": functools.partial(ResNetCifar, depth=20),
-    "resnet32": functools.partial(ResNetCifar, depth=32),
-    "resnet44": functools.partial(ResNetCifar, depth=44),
-    "resnet56": functools.partial(ResNetCifar, depth=56),
-    "resnet110": functools.partial(ResNetCifar, depth=110),
+    **{f"resnet{depth}": functools.partial(ResNetCifar, depth=depth) for depth in _CIFAR_DEPTHS},
     "preactresnet18": PreActResNet18,
     "wrn28_10": functools.partial(WideResNet, depth=28, widen_factor=10, dropout=0.0),
     "tiny": TinyNet,
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+
+# Model knobs that results.json records beside the model's name: the report groups runs by them,
+# and a published figure may need them (Random Erasing's ResNets are width 1, shortcut B). Other
+# models' results.json stay as they were.
+_RECORDED = {f"resnet{depth}": ("width", "shortcut") for depth in _CIFAR_DEPTHS}
 
 # arguments that come from the data, not from the model's own config group
 _DATA_ARGUMENTS = frozenset({"num_classes", "in_channels"})
@@ -61,6 +66,11 @@ def hidden_layers(name: str) -> tuple[int, ...]:
     model_settings(name)  # names the valid models when ``name`` is not one
     builder = _BUILDERS[name]
     return getattr(builder, "func", builder).hidden_layers
+
+
+def recorded_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The knobs of a model config group that results.json records (see ``_RECORDED``)."""
+    return {key: config.get(key) for key in _RECORDED.get(config.get("name"), ())}
 
 
 def check_model_config(config: dict[str, Any]) -> None:
