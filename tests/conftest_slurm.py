@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dcutmix.launcher import SOURCE_ROOT
+from dcutmix.sweep.launcher import SOURCE_ROOT
 
 START_HINT = "start a local cluster with `make slurm-up` (as root)"
 RUNNING_NODE_STATES = ("idle", "mix", "alloc", "comp")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dcutmix.config import precheck
 from dcutmix.errors import ConfigError
+from dcutmix.sweep.precheck import precheck
 from tests.helpers.bad_config import SEMANTIC_CASES
 from tests.helpers.runs import cli, read_results
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dcutmix.bench import bench_mixing, image_mixers, timed_rounds
+from dcutmix.bench.mixing import bench_mixing, image_mixers
+from dcutmix.bench.timing import timed_rounds
 from dcutmix.mixing import MIXING_MODES
 
 

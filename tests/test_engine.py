@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from dcutmix.config import resolve_milestones
-from dcutmix.engine import Diverged, Engine, EpochState, LRSchedule
 from dcutmix.mixing import build_mixer
-from dcutmix.seeding import derived_seed
+from dcutmix.run.engine import Diverged, Engine, EpochState, LRSchedule
+from dcutmix.run.seeding import derived_seed
 from tests.helpers.runs import read_metrics, read_results
 
 

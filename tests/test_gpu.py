@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from dcutmix.bench.gpu_check import EXIT_NO_GPU, _parse, gpu_test_files
+from dcutmix.bench.gpu_pipelines import authors_style_dcutmix
 from dcutmix.config import REPO_ROOT
-from dcutmix.gpu_check import EXIT_NO_GPU, _parse, gpu_test_files
-from dcutmix.gpu_pipelines import authors_style_dcutmix
 from tests.helpers.runs import read_metrics, read_results
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -65,7 +65,7 @@ def test_without_cuda_it_says_so_in_one_line_and_exits_3():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     proc = subprocess.run(
-        [sys.executable, "-m", "dcutmix.gpu_check", "--quick"],
+        [sys.executable, "-m", "dcutmix.bench.gpu_check", "--quick"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -80,7 +80,7 @@ def test_without_cuda_it_says_so_in_one_line_and_exits_3():
 def test_cpu_dry_run_runs_every_step_and_writes_the_json(tmp_path):
     out = tmp_path / "check" / "gpu_check.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "dcutmix.gpu_check", "--cpu-dry-run", "--out", str(out)],
+        [sys.executable, "-m", "dcutmix.bench.gpu_check", "--cpu-dry-run", "--out", str(out)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -101,7 +101,7 @@ def test_cpu_dry_run_runs_every_step_and_writes_the_json(tmp_path):
 
 def test_readme_gives_one_short_device_command_that_parses():
     readme = (REPO_ROOT / "README.md").read_text()
-    (line,) = [x for x in readme.splitlines() if "python3 -m dcutmix.gpu_check" in x]
+    (line,) = [x for x in readme.splitlines() if "python3 -m dcutmix.bench.gpu_check" in x]
     assert len(line) < 2000
-    args = line.split("python3 -m dcutmix.gpu_check", 1)[1].split("2>&1")[0].split()
+    args = line.split("python3 -m dcutmix.bench.gpu_check", 1)[1].split("2>&1")[0].split()
     assert _parse([a.strip('"') for a in args]).out is not None
