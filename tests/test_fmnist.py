@@ -366,3 +366,17 @@ def test_the_command_line_stops_before_writing_anything(synthetic, tmp_path):
 def test_bad_settings_are_named(cfg, message):
     with pytest.raises(InputError, match=message):
         parse_dataset({"name": "fashion_mnist", **cfg})
+
+
+def test_the_benchmarks_time_both_loaders_and_the_models_on_the_real_files():
+    require_real_files()
+    from dcutmix.bench.fmnist import run_loader_benchmark, run_model_benchmark
+
+    loaders = run_loader_benchmark(num_images=1024, workers=0, rounds=1)
+    assert loaders["images_per_second_device"] > 0 and loaders["images_per_second_classic"] > 0
+    assert loaders["ratio"] == pytest.approx(
+        loaders["images_per_second_device"] / loaders["images_per_second_classic"]
+    )
+    models = run_model_benchmark(batch_size=8, rounds=1, models=("tiny",))
+    per_epoch = 60_000 // 8 * 8 / models["tiny_images_per_second"] / 60
+    assert models["tiny_epoch_minutes"] == pytest.approx(per_epoch)
