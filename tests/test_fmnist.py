@@ -216,6 +216,20 @@ def test_a_balanced_subset_is_fixed_and_spread_over_the_classes(synthetic):
     assert torch.bincount(built[0].val.labels, minlength=10).tolist() == [5] * 10
 
 
+def test_the_torch_loader_gives_the_device_loaders_images(synthetic):
+    _, plain, _ = synthetic
+    cfg = {"name": "fashion_mnist", "root": str(plain), "val_subset": 100, **IDENTITY}
+    batches = {
+        loader: list(
+            build_data({**cfg, "loader": loader}, batch_size=50, device=CPU, seed=0).val.epoch(1)
+        )
+        for loader in ("device", "torch")
+    }
+    for (x, y), (x2, y2) in zip(batches["device"], batches["torch"], strict=True):
+        assert x.shape == x2.shape == (50, 1, 28, 28) and torch.equal(y, y2)
+        torch.testing.assert_close(x, x2, atol=1e-6, rtol=0)
+
+
 # --- bad input: one line naming the root or the file ---------------------------------------------
 
 
