@@ -200,7 +200,11 @@ def test_the_fmnist_sweeps_compose_on_their_budgets():
                     "tiny",
                     mode,
                 )
-                assert (job.dataset.train_subset, job.dataset.val_subset) == (4000, 2000)
+                assert (job.dataset.train_subset, job.dataset.val_subset, job.trainer.epochs) == (
+                    6000,
+                    2000,
+                    6,
+                )
                 assert job.dataset.download and job.logger.name == "none"
                 validate(job)
             primary = compose(
