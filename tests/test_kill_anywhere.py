@@ -25,12 +25,19 @@ import pytest
 from dcutmix.checkpoint import load_file
 from dcutmix.config import REPO_ROOT
 from dcutmix.errors import ConfigError
+from tests.helpers.provided import require
 from tests.helpers.runs import read_metrics, read_results
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="watches files with inotify"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _inotify():
+    require(
+        "Linux's inotify, to watch the run folder",
+        None if sys.platform.startswith("linux") else f"this is {sys.platform}",
+    )
+
 
 EPOCHS = 3
 RUN = [
