@@ -15,10 +15,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from dcutmix.launcher import SOURCE_ROOT
 from tests.helpers.provided import require
+from tests.helpers.waiting import wait_until as wait_until  # the Slurm tests import it here
 
 START_HINT = "start a local cluster with `make slurm-up` (as root)"
 RUNNING_NODE_STATES = ("idle", "mix", "alloc", "comp")
@@ -120,17 +119,6 @@ def job_state(job_id: str) -> str | None:
         if listed_id == job_id:
             return state
     return None
-
-
-def wait_until(condition, timeout: float, what: str, poll: float = 0.5):
-    """Poll ``condition()`` until it returns something truthy; fail the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(poll)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 # slurmd refuses to start a job whose credential was created no later than the second in which
