@@ -6,8 +6,10 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # Tests run on pytest-xdist workers, one per core by default; tests that submit to the local Slurm
 # cluster share one worker (tests/conftest.py). PYTEST_WORKERS=0 runs them all in this process.
+# A worker that crashes is not replaced: the run fails at once, naming the test it was running
+# (replacing it left --dist loadgroup waiting with idle workers until killed).
 PYTEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
-XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup --max-worker-restart=0)
 
 .PHONY: install test test-fast lint format demo bench gpu-check gpu-wheels slurm-up slurm-down clean
 
@@ -58,7 +60,7 @@ bench: install
 GPU_CHECK_ARGS ?=
 GPU_PY := $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 gpu-check:
-	$(GPU_PY) -m dcutmix.gpu_check $(GPU_CHECK_ARGS)
+	$(GPU_PY) -m dcutmix.bench.gpu_check $(GPU_CHECK_ARGS)
 
 gpu-wheels:
 	PY=$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PY)) bash scripts/gpu_wheels.sh

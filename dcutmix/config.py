@@ -22,9 +22,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from dcutmix.errors import InputError
-from dcutmix.mixing import MIXING_MODES, build_mixer
+from dcutmix.mixing import MIXING_MODES, Mixer, build_mixer
+from dcutmix.store.results import OBJECTIVES
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -126,7 +127,7 @@ class TrainConfig:
     eval_only: bool = MISSING
     ckpt: str | None = MISSING
     sweep_name: str = MISSING
-    # What a run returns to a searching sweeper (lower is better): see dcutmix.sweep.objective.
+    # What a run returns to a searching sweeper (lower is better): dcutmix.store.results.OBJECTIVES.
     objective: str = MISSING
     experiment_name: str | None = MISSING
     run_name: str = MISSING
@@ -260,10 +261,18 @@ def check_mixer_fits_model(mixer: object, model_name: str) -> None:
             )
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check what the schema's types cannot; raise InputError naming the first bad key."""
+def validate(cfg: DictConfig) -> Mixer:
+    """Check what the schema's types cannot, one check per config group; raise InputError naming
+    the first bad key. Returns the run's mixer, built once here (its classes are set when the
+    data is known), so the mixer that was checked is the one that trains and is recorded."""
     _validate_trainer(cfg.trainer)
-    _validate_rest(cfg)
+    mixer = _validate_mixing(cfg)
+    _validate_optimizer(cfg.optimizer)
+    _validate_scheduler(cfg.scheduler, cfg.trainer.epochs)
+    _validate_dataset(cfg.dataset, mixer)
+    _validate_logger(cfg.logger)
+    _validate_run(cfg)
+    return mixer
 
 
 def _validate_trainer(t: DictConfig) -> None:
@@ -294,19 +303,23 @@ def _validate_trainer(t: DictConfig) -> None:
         raise InputError("trainer.amp", "fp16 needs a CUDA device; use auto, off or bf16")
 
 
-def _validate_rest(cfg: DictConfig) -> None:
-    t, m = cfg.trainer, cfg.mixing
-    if m.mode not in MIXING_MODES:
-        raise InputError("mixing.mode", f"{m.mode!r} is not one of {', '.join(MIXING_MODES)}")
+def build_checked_mixer(mixing: DictConfig) -> Mixer:
+    """The ``mixing`` group's mixer, without classes yet; InputError naming ``mixing.<key>``."""
+    if mixing.mode not in MIXING_MODES:
+        raise InputError("mixing.mode", f"{mixing.mode!r} is not one of {', '.join(MIXING_MODES)}")
     try:
-        mixer = build_mixer(m.mode, num_classes=2, **mixer_settings(m))
-    except ValueError as error:
-        # The mixing library (torch only) raises ValueError("k: ..."); it names its argument first.
-        key, _, why = str(error).partition(": ")
-        raise InputError(f"mixing.{key}", why) from None
-    check_model_and_mixer(cfg, mixer)
+        return build_mixer(mixing.mode, **mixer_settings(mixing))
+    except InputError as error:
+        raise InputError(f"mixing.{error.key}", error.message) from None
 
-    o = cfg.optimizer
+
+def _validate_mixing(cfg: DictConfig) -> Mixer:
+    mixer = build_checked_mixer(cfg.mixing)
+    check_model_and_mixer(cfg, mixer)
+    return mixer
+
+
+def _validate_optimizer(o: DictConfig) -> None:
     if o.name not in OPTIMIZERS:
         raise InputError("optimizer.name", f"{o.name!r} is not one of {', '.join(OPTIMIZERS)}")
     if not (o.lr > 0 and math.isfinite(o.lr)):
@@ -316,27 +329,35 @@ def _validate_rest(cfg: DictConfig) -> None:
     if not 0 <= o.momentum < 1:
         raise InputError("optimizer.momentum", f"must be in [0, 1), got {o.momentum}")
 
-    s = cfg.scheduler
+
+def _validate_scheduler(s: DictConfig, epochs: int) -> None:
     if s.name not in SCHEDULERS:
         raise InputError("scheduler.name", f"{s.name!r} is not one of {', '.join(SCHEDULERS)}")
     if s.name == "multistep":
-        resolve_milestones(list(s.milestones), t.epochs)
-    if not 0 <= s.warmup_epochs < t.epochs:
+        resolve_milestones(list(s.milestones), epochs)
+    if not 0 <= s.warmup_epochs < epochs:
         raise InputError(
             "scheduler.warmup_epochs",
-            f"must be in [0, trainer.epochs={t.epochs}), got {s.warmup_epochs}",
+            f"must be in [0, trainer.epochs={epochs}), got {s.warmup_epochs}",
         )
     if not 0 < s.gamma <= 1:
         raise InputError("scheduler.gamma", f"must be in (0, 1], got {s.gamma}")
 
+
+def _validate_dataset(dataset: DictConfig, mixer: Mixer) -> None:
     from dcutmix.data import parse_dataset
 
-    dataset = parse_dataset(OmegaConf.to_container(cfg.dataset, resolve=True))
-    _check_fits(mixer, dataset.image_size)
-    if cfg.logger.name not in ("wandb", "none"):
-        raise InputError("logger.name", f"{cfg.logger.name!r} is not one of wandb, none")
-    from dcutmix.sweep.objective import OBJECTIVES
+    settings = parse_dataset(OmegaConf.to_container(dataset, resolve=True))
+    _check_fits(mixer, settings.image_size)
 
+
+def _validate_logger(logger: DictConfig) -> None:
+    if logger.name not in ("wandb", "none"):
+        raise InputError("logger.name", f"{logger.name!r} is not one of wandb, none")
+
+
+def _validate_run(cfg: DictConfig) -> None:
+    """The top-level keys: the objective a search minimises, evaluation-only runs and ckpt."""
     if cfg.objective not in OBJECTIVES:
         raise InputError("objective", f"{cfg.objective!r} is not one of {', '.join(OBJECTIVES)}")
     if cfg.eval_only and not cfg.ckpt:
@@ -405,57 +426,3 @@ def _keys_of(parent: str) -> list[str]:
         if not isinstance(node, DictConfig):
             return []
     return [str(k) for k in node] if isinstance(node, DictConfig) and not node._is_missing() else []
-
-
-def _unwritable(path: Path, key: str) -> str | None:
-    """Why ``path`` cannot be created or written, or None: checked on its nearest existing ancestor."""
-    probe = path.expanduser().absolute()
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"{key}: cannot create {path}: {probe} is a file, not a folder"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        if os.statvfs(probe).f_flag & os.ST_RDONLY:
-            return f"{key}: cannot write to {path}: {probe} is on a read-only file system"
-        return f"{key}: cannot write to {path}: no write permission on {probe}"
-    return None
-
-
-def precheck(overrides: list[str]) -> str | None:
-    """Compose and validate every point of the command line's sweep before anything runs.
-
-    Returns the first problem as one line, or None. Each swept key is tried value by value (the
-    other keys at their first value; an interval at both ends), which catches a bad value anywhere
-    in a sweep at the cost of one composition per value rather than per job.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from dcutmix.sweep.points import check_points, check_sweeper, read_sweep
-
-    register()
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception as error:
-        return explain_composition_error(error)
-    for o in parsed:
-        key = o.input_line.split("=", 1)[0]
-        if key in ("hydra.run.dir", "hydra.sweep.dir") and not o.is_sweep_override():
-            problem = _unwritable(Path(str(o.value())), key)
-            if problem:
-                return problem
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            sweep = read_sweep(overrides)
-            check_sweeper(sweep)
-            for point in check_points(sweep):
-                validate(compose("train", overrides=point))
-    except InputError as error:
-        return str(error)
-    except Exception as error:
-        return explain_composition_error(error)
-    finally:
-        GlobalHydra.instance().clear()
-    return None

@@ -1,7 +1,7 @@
 """``dcutmix-train``: train and evaluate one classifier with one mixing mode, configured by Hydra.
 
 This is the only module that knows Hydra: its task, its entry point and its sweep callback.
-``train_run`` calls the steps of one run, defined top to bottom in ``dcutmix.lifecycle``.
+``train_run`` calls the steps of one run, defined top to bottom in ``dcutmix.run.lifecycle``.
 """
 
 from __future__ import annotations
@@ -18,47 +18,52 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from dcutmix import lifecycle
-from dcutmix.config import CONF_DIR, register, resolve_device, validate
-from dcutmix.distributed import Distributed
+from dcutmix.config import CONF_DIR, build_checked_mixer, register, resolve_device, validate
 from dcutmix.errors import InputError, one_line
-from dcutmix.files import atomic_write_json, read_json
-from dcutmix.progress import log
-from dcutmix.results import RunResult, Status, now_iso
-from dcutmix.run_folder import RESULTS_FILE, RunFolder, find_run_folders
-from dcutmix.runlock import RunFolderLocked, hold_run_folder
+from dcutmix.mixing import Mixer
+from dcutmix.run import lifecycle
+from dcutmix.run.distributed import Distributed
+from dcutmix.run.progress import log
+from dcutmix.store.files import atomic_write_json, read_json
+from dcutmix.store.results import RunResult, Status, now_iso
+from dcutmix.store.run_folder import RESULTS_FILE, RunFolder, find_run_folders
+from dcutmix.store.runlock import RunFolderLocked, hold_run_folder
 
 _exit_code = 0
 
 
 def train_run(cfg: DictConfig, run_dir: Path) -> int:
     """Train (or evaluate) one configuration in ``run_dir``; returns the process exit code."""
-    validate(cfg)
+    mixer = validate(cfg)
     dist = Distributed()
     device = dist.start(resolve_device(cfg.trainer.device))
     try:
-        code = _run(cfg, dist.share(run_dir), dist, device)
+        code = _run(cfg, dist.share(run_dir), dist, device, mixer)
         dist.finish()
         return code
     finally:
         dist.stop()
 
 
-def _run(cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.device) -> int:
-    """The run's steps in order (see ``dcutmix.lifecycle``)."""
+def _run(
+    cfg: DictConfig, run_dir: Path, dist: Distributed, device: torch.device, mixer: Mixer
+) -> int:
+    """The run's steps in order (see ``dcutmix.run.lifecycle``)."""
     folder = RunFolder(run_dir, writer=dist.is_main)
     if dist.is_main:
         folder.check_writable()
     with hold_run_folder(run_dir, dist.is_main, dist.share):
-        return _run_locked(cfg, folder, dist, device)
+        return _run_locked(cfg, folder, dist, device, mixer)
 
 
-def _run_locked(cfg: DictConfig, folder: RunFolder, dist: Distributed, device: torch.device) -> int:
+def _run_locked(
+    cfg: DictConfig, folder: RunFolder, dist: Distributed, device: torch.device, mixer: Mixer
+) -> int:
     """The steps after the folder's lock is held; the lock is released however they end."""
     run_dir = folder.path
     if lifecycle.already_completed(cfg, folder, dist):
         return 0
-    built = lifecycle.build(cfg, dist, device)
+    built = lifecycle.build(cfg, dist, device, mixer)
     if cfg.eval_only:
         return lifecycle.evaluate_checkpoint(cfg, built, folder)
     training = lifecycle.build_training(cfg, built)
@@ -102,7 +107,8 @@ def _record_failure(run_dir: Path, cfg: DictConfig, message: str) -> None:
     if results.exists() or not os.access(run_dir, os.W_OK):
         return
     try:
-        config = lifecycle.run_config(cfg)
+        # the mixing group may be what failed: then no config is recorded
+        config = lifecycle.run_config(cfg, build_checked_mixer(cfg.mixing))
     except Exception:
         config = None
     record = RunResult.failed_early(message, cfg.trainer.epochs, cfg.run_name, config)
@@ -182,7 +188,7 @@ def main() -> None:
     """Console entry point: ``dcutmix-train [overrides] [-m]``."""
     import hydra
 
-    from dcutmix.config import precheck
+    from dcutmix.sweep.precheck import precheck
 
     register()
     if int(os.environ.get("RANK", "0")) > 0:

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from dcutmix.launcher import SOURCE_ROOT
+from dcutmix.sweep.launcher import SOURCE_ROOT
 from tests.helpers.provided import require
 from tests.helpers.waiting import wait_until as wait_until  # the Slurm tests import it here
 

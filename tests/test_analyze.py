@@ -27,9 +27,9 @@ from dcutmix.analyze import (
     main,
     plot_analyses,
 )
-from dcutmix.checkpoint import extract_model_state, load_file
 from dcutmix.data import build_data
 from dcutmix.models import build_model
+from dcutmix.run.checkpoint import extract_model_state, load_file
 from dcutmix.train import train_run
 from tests.helpers.runs import compose_config, read_results
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dcutmix.config import REPO_ROOT, precheck
+from dcutmix.config import REPO_ROOT
 from dcutmix.errors import ConfigError
+from dcutmix.sweep.precheck import precheck
 from tests.helpers.bad_config import SEMANTIC_CASES
 from tests.helpers.provided import require
 from tests.helpers.runs import cli, read_results

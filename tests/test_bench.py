@@ -7,7 +7,8 @@ import mmap
 import pytest
 import torch
 
-from dcutmix.bench import bench_mixing, image_mixers, page_faults, timed_rounds
+from dcutmix.bench.mixing import bench_mixing, image_mixers
+from dcutmix.bench.timing import page_faults, timed_rounds
 from dcutmix.mixing import MIXING_MODES
 
 

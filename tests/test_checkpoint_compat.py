@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dcutmix.checkpoint import CHECKPOINT_FORMAT
+from dcutmix.run.checkpoint import CHECKPOINT_FORMAT
 from tests.helpers.runs import read_metrics, read_results
 
 DATA = Path(__file__).parent / "data" / "checkpoint_v1"

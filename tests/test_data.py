@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
 
-from dcutmix.bench_data import run_data_benchmark
+from dcutmix.bench.data import run_data_benchmark
 from dcutmix.config import CONF_DIR
 from dcutmix.data import (
     DATASET_DEFAULTS,

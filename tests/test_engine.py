@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from dcutmix.config import REPO_ROOT, resolve_milestones
-from dcutmix.engine import Diverged, Engine, EpochState, LRSchedule
 from dcutmix.mixing import build_mixer
-from dcutmix.seeding import derived_seed
+from dcutmix.run.engine import Diverged, Engine, EpochState, LRSchedule
+from dcutmix.run.seeding import derived_seed
 from tests.helpers.runs import read_metrics, read_results
 
 
@@ -61,7 +61,7 @@ def test_derived_seeds_are_the_same_in_another_process():
     here = [derived_seed(0, e, s, 1) for e in range(3) for s in range(3)]
     there = subprocess.run(
         [sys.executable, "-c",
-         "from dcutmix.seeding import derived_seed; "
+         "from dcutmix.run.seeding import derived_seed; "
          "print([derived_seed(0, e, s, 1) for e in range(3) for s in range(3)])"],
         cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=120,
         env={**os.environ, "PYTHONHASHSEED": "random"},

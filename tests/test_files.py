@@ -1,4 +1,4 @@
-"""Crash-safe writes (dcutmix.files): whole files or nothing, permissions, no temporaries left."""
+"""Crash-safe writes (dcutmix.store.files): whole files or nothing, permissions, no temporaries left."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dcutmix.files import (
+from dcutmix.store.files import (
     append_jsonl,
     atomic_save_figure,
     atomic_torch_save,

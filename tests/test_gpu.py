@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from dcutmix.bench.gpu_check import EXIT_NO_GPU, _parse, gpu_test_files
+from dcutmix.bench.gpu_pipelines import authors_style_dcutmix
 from dcutmix.config import REPO_ROOT
-from dcutmix.gpu_check import EXIT_NO_GPU, _parse, gpu_test_files
-from dcutmix.gpu_pipelines import authors_style_dcutmix
 from tests.helpers.provided import NEEDS_CUDA
 from tests.helpers.runs import read_metrics, read_results
 
@@ -66,7 +66,7 @@ def test_gpu_test_files_are_the_files_with_gpu_marked_tests():
 def test_without_cuda_it_says_so_in_one_line_and_exits_3():
     # On a CUDA machine too: with no device visible, torch finds none.
     proc = subprocess.run(
-        [sys.executable, "-m", "dcutmix.gpu_check", "--quick"],
+        [sys.executable, "-m", "dcutmix.bench.gpu_check", "--quick"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -82,7 +82,7 @@ def test_without_cuda_it_says_so_in_one_line_and_exits_3():
 def test_cpu_dry_run_runs_every_step_and_writes_the_json(tmp_path):
     out = tmp_path / "check" / "gpu_check.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "dcutmix.gpu_check", "--cpu-dry-run", "--out", str(out)],
+        [sys.executable, "-m", "dcutmix.bench.gpu_check", "--cpu-dry-run", "--out", str(out)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -103,7 +103,7 @@ def test_cpu_dry_run_runs_every_step_and_writes_the_json(tmp_path):
 
 def test_readme_gives_one_short_device_command_that_parses():
     readme = (REPO_ROOT / "README.md").read_text()
-    (line,) = [x for x in readme.splitlines() if "python3 -m dcutmix.gpu_check" in x]
+    (line,) = [x for x in readme.splitlines() if "python3 -m dcutmix.bench.gpu_check" in x]
     assert len(line) < 2000
-    args = line.split("python3 -m dcutmix.gpu_check", 1)[1].split("2>&1")[0].split()
+    args = line.split("python3 -m dcutmix.bench.gpu_check", 1)[1].split("2>&1")[0].split()
     assert _parse([a.strip('"') for a in args]).out is not None

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from dcutmix.checkpoint import load_file
 from dcutmix.config import REPO_ROOT
 from dcutmix.errors import ConfigError
+from dcutmix.run.checkpoint import load_file
 from tests.helpers.provided import require
 from tests.helpers.runs import read_metrics, read_results
 
@@ -62,7 +62,7 @@ _EVENT_HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie,
 
 
 def _temporary_of(name: str, target: str) -> bool:
-    """Whether ``name`` is dcutmix.files' temporary for ``target`` (``.<target>.<random>.tmp``)."""
+    """Whether ``name`` is dcutmix.store.files' temporary for ``target`` (``.<target>.<random>.tmp``)."""
     return name.startswith(f".{target}.") and name.endswith(".tmp")
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dcutmix.engine import mix_batch
 from dcutmix.errors import ConfigError
 from dcutmix.mixing import HiddenBlend, ManifoldMixup, build_mixer
 from dcutmix.models import build_model, hidden_layers
+from dcutmix.run.engine import mix_batch
 
 # Small members of each family (same code paths as the published sizes), and for each hidden
 # layer the module that receives it.
@@ -192,17 +192,22 @@ def test_drawing_a_hidden_blend_never_synchronises_on_cuda():
 
 
 def test_results_config_records_the_layers_only_for_manifold_mixup():
-    from dcutmix.lifecycle import run_config
+    from dcutmix.config import validate
+    from dcutmix.run.lifecycle import run_config
     from tests.helpers.runs import compose_config
 
-    manifold = run_config(compose_config(["mixing=manifold_mixup", "mixing.layers=[0,2]"]))
+    def recorded(overrides: list[str]) -> dict:
+        cfg = compose_config(["trainer.device=cpu", *overrides])
+        return run_config(cfg, validate(cfg))
+
+    manifold = recorded(["mixing=manifold_mixup", "mixing.layers=[0,2]"])
     assert manifold["mixing"]["layers"] == [0, 2]
     # the report groups by these settings: different layer sets are different rows
-    other = run_config(compose_config(["mixing=manifold_mixup"]))["mixing"]["layers"]
+    other = recorded(["mixing=manifold_mixup"])["mixing"]["layers"]
     assert other == [0, 1, 2]
     for mode in ("dcutmix", "mixup", "cutout"):
-        assert "layers" not in run_config(compose_config([f"mixing={mode}"]))["mixing"]
-    assert set(run_config(compose_config(["mixing=dcutmix"]))["mixing"]) == {
+        assert "layers" not in recorded([f"mixing={mode}"])["mixing"]
+    assert set(recorded(["mixing=dcutmix"])["mixing"]) == {
         "mode",
         "k",
         "alpha",

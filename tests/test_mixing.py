@@ -439,8 +439,8 @@ def test_cpu_box_paste_gives_the_gathers_pixels(layout):
     # of every device) must give the same batch, the prob coin included.
     from dataclasses import replace
 
-    from dcutmix import native
-    from dcutmix.mixing import _apply_boxes, _gate
+    from dcutmix.mixing import native
+    from dcutmix.mixing.apply import apply_boxes, gate
 
     gen = torch.Generator().manual_seed(5)
     mixer = CutMix(num_classes=10, alpha=1.0)
@@ -454,11 +454,11 @@ def test_cpu_box_paste_gives_the_gathers_pixels(layout):
             images = (images * 255).to(torch.uint8)
         plan = mixer._plan(6, 1, height, width, images.device, gen)
         if trial % 2:
-            plan = _gate(plan, 0.5, images.device, gen)
+            plan = gate(plan, 0.5, images.device, gen)
         assert plan.box is not None
-        fast = _apply_boxes(images, plan)
+        fast = apply_boxes(images, plan)
         with native.disabled():  # not the C kernels either
-            gathered = _apply_boxes(images, replace(plan, box=None))
+            gathered = apply_boxes(images, replace(plan, box=None))
         assert torch.equal(fast, gathered) and fast.dtype == images.dtype
         assert fast.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
         pasted += int(not torch.equal(fast, images))

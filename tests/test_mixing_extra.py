@@ -123,16 +123,16 @@ def test_resizemix_patch_is_the_area_resampled_partner(per_sample, factor):
 
 def test_resizemix_cpu_patch_equals_the_full_frame_products():
     """The CPU's cut-down products give the pixels the device path's full-frame products give."""
-    from dcutmix.mixing import _paste_resized, _resize_matrix
+    from dcutmix.mixing.resizemix import paste_resized, resize_matrix
 
     mixer = ResizeMix(num_classes=2)
     images = torch.rand(6, 3, 23, 19, generator=torch.Generator().manual_seed(0))
     gen = torch.Generator().manual_seed(7)
     for _ in range(10):
         plan = mixer._plan(6, 1, 23, 19, torch.device("cpu"), gen)
-        fast = _paste_resized(images, plan, plan.corner, plan.side)
-        rows = _resize_matrix(plan.corner[0], plan.side[0], 23, torch.float32)
-        cols = _resize_matrix(plan.corner[1], plan.side[1], 19, torch.float32)
+        fast = paste_resized(images, plan, plan.corner, plan.side)
+        rows = resize_matrix(plan.corner[0], plan.side[0], 23, torch.float32)
+        cols = resize_matrix(plan.corner[1], plan.side[1], 19, torch.float32)
         full = rows.unsqueeze(1) @ images[plan.perms[0]] @ cols.transpose(1, 2).unsqueeze(1)
         expected = torch.where(plan.pixel_level.bool().unsqueeze(1), full, images)
         torch.testing.assert_close(fast, expected, atol=1e-6, rtol=1e-6)

@@ -1,8 +1,9 @@
-"""The box mixers' C kernels (dcutmix/native.py): the same boxes, pixels and targets as the tensor
+"""The box mixers' C kernels (dcutmix/mixing/native.py): the same boxes, pixels and targets as the tensor
 code that accelerators and machines without a compiler run, and a clean fall-back without them."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -12,8 +13,8 @@ import textwrap
 import pytest
 import torch
 
-from dcutmix import native
-from dcutmix.mixing import DCutMix, _apply_boxes, _gate, _mix_targets, build_mixer
+from dcutmix.mixing import DCutMix, build_mixer, native
+from dcutmix.mixing.apply import apply_boxes, gate, mix_targets
 from tests.helpers.provided import require
 
 
@@ -23,7 +24,7 @@ def _c_compiler():
     require(
         "a C compiler",
         None
-        if native._compiler() is not None
+        if native.build.find_compiler() is not None
         else "none of $CC, cc, gcc, clang is on PATH, so the mixers run their tensor code",
     )
 
@@ -119,10 +120,10 @@ def test_paste_equals_the_gather_for_every_level_shape():
             n = 12 if per_sample else 1
             plan = mixer._plan(12, n, 17, 19, images.device, gen)
             if trial % 3 == 2:
-                plan = _gate(plan, 0.5, images.device, gen)
-            fast = _apply_boxes(images, plan)
+                plan = gate(plan, 0.5, images.device, gen)
+            fast = apply_boxes(images, plan)
             with native.disabled():
-                slow = _apply_boxes(images, plan)
+                slow = apply_boxes(images, plan)
             assert torch.equal(fast, slow)
 
 
@@ -136,10 +137,10 @@ def test_wide_rows_copied_as_runs_give_the_same_pixels(layout):
         for trial in range(4):
             plan = mixer._plan(10, 10 if per_sample else 1, 21, width, images.device, gen)
             if trial == 3:
-                plan = _gate(plan, 0.5, images.device, gen)
-            fast = _apply_boxes(images, plan)
+                plan = gate(plan, 0.5, images.device, gen)
+            fast = apply_boxes(images, plan)
             with native.disabled():
-                slow = _apply_boxes(images, plan)
+                slow = apply_boxes(images, plan)
             assert torch.equal(fast, slow)
 
 
@@ -153,9 +154,9 @@ def test_targets_equal_the_scatter_bit_for_bit():
             batch = 40
             plan = mixer._plan(batch, batch if per_sample else 1, 8, 8, torch.device("cpu"), gen)
             labels = torch.randint(0, 3, (batch,), generator=gen)  # classes repeat among sources
-            fast = _mix_targets(None, plan, labels, 3)
+            fast = mix_targets(None, plan, labels, 3)
             with native.disabled():
-                slow = _mix_targets(None, plan, labels, 3)
+                slow = mix_targets(None, plan, labels, 3)
             assert torch.equal(fast, slow)
             torch.testing.assert_close(fast.sum(1), torch.ones(batch))
 
@@ -226,7 +227,7 @@ def _python(code: str, env: dict) -> subprocess.CompletedProcess:
 
 MIX_ONCE = """
     import warnings, torch
-    from dcutmix import native
+    from dcutmix.mixing import native
     from dcutmix.mixing import build_mixer
     mixer = build_mixer("dcutmix", num_classes=4)
     for _ in range(3):
@@ -268,7 +269,8 @@ def test_processes_building_at_once_share_one_library(tmp_path):
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert "library True rows True" in out
-    assert [p.suffix for p in tmp_path.iterdir()] == [".so"]
+    # one library and its record (size and hash)
+    assert sorted(p.name.partition(".")[2] for p in tmp_path.iterdir()) == ["so", "so.sha256"]
 
 
 @pytest.mark.parametrize("per_sample", [False, True])
@@ -276,7 +278,8 @@ def test_processes_building_at_once_share_one_library(tmp_path):
 def test_resizemix_paste_equals_the_full_frame_products(per_sample, dtype):
     # The C loop sums each patch pixel's band of partner pixels; the products sum the same
     # terms (and zeros) in another order, so they agree to rounding.
-    from dcutmix.mixing import ResizeMix, _paste_resized, _resize_matrix
+    from dcutmix.mixing import ResizeMix
+    from dcutmix.mixing.resizemix import paste_resized, resize_matrix
 
     mixer = ResizeMix(num_classes=2, per_sample=per_sample)
     gen = torch.Generator().manual_seed(2)
@@ -286,10 +289,10 @@ def test_resizemix_paste_equals_the_full_frame_products(per_sample, dtype):
         plan = mixer._plan(6, 6 if per_sample else 1, height, width, images.device, gen)
         corner, side = plan.corner, plan.side
         if trial >= 4:
-            plan = _gate(plan, 0.5, images.device, gen)
-        fast = _paste_resized(images, plan, corner, side)
-        rows = _resize_matrix(corner[0], side[0], height, dtype)
-        cols = _resize_matrix(corner[1], side[1], width, dtype)
+            plan = gate(plan, 0.5, images.device, gen)
+        fast = paste_resized(images, plan, corner, side)
+        rows = resize_matrix(corner[0], side[0], height, dtype)
+        cols = resize_matrix(corner[1], side[1], width, dtype)
         full = rows.unsqueeze(1) @ images[plan.perms[0]] @ cols.transpose(1, 2).unsqueeze(1)
         expected = torch.where(plan.pixel_level.bool().unsqueeze(1), full, images)
         assert fast.dtype == dtype and fast.is_contiguous()
@@ -338,3 +341,30 @@ def test_blends_equal_the_tensor_code_to_the_last_bits(mode, layout):
     half = torch.rand(4, 3, 5, 5, dtype=torch.bfloat16)
     mixed, _ = build_mixer(mode, num_classes=2)(half, torch.tensor([0, 1, 0, 1]))
     assert mixed.dtype == torch.bfloat16
+
+
+def _cached_library(folder) -> tuple:
+    (library,) = folder.glob("*.so")
+    return library, library.with_name(library.name + ".sha256")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "another machine's file"])
+def test_a_damaged_cached_library_is_built_again_not_loaded(tmp_path, damage):
+    # Mapping a truncated library kills the process with a bus error and no message; a file that
+    # is whole but not loadable here makes ctypes fail. Either way the mixers must go on.
+    env = {"DCUTMIX_NATIVE_DIR": str(tmp_path)}
+    first = _python(MIX_ONCE, env)
+    assert first.returncode == 0 and "library True rows True" in first.stdout, first.stderr
+    library, record = _cached_library(tmp_path)
+    whole = library.read_bytes()
+    if damage == "truncated":
+        library.write_bytes(whole[:1000])
+    else:
+        # a matching record, so only the load itself can tell
+        library.write_bytes(b"\x7fELF" + bytes(len(whole) - 4))
+        record.write_text(f"{len(whole)} {hashlib.sha256(library.read_bytes()).hexdigest()}\n")
+    again = _python(MIX_ONCE, env)
+    assert again.returncode == 0, f"exit {again.returncode}: {again.stderr[-400:]}"
+    assert "library True rows True" in again.stdout
+    assert library.read_bytes() == whole  # rebuilt: the same compiler gives the same file
+    assert record.read_text() == f"{len(whole)} {hashlib.sha256(whole).hexdigest()}\n"

@@ -407,7 +407,7 @@ def test_hundreds_of_runs_report_with_every_row_and_plot(tmp_path: Path) -> None
 
 
 def test_report_benchmark_times_a_written_sweep():
-    from dcutmix.bench_report import KS, MODES, run_report_benchmark
+    from dcutmix.bench.report import KS, MODES, run_report_benchmark
 
     result = run_report_benchmark(epochs=5, seeds=(1, 2))
     assert result["runs"] == len(MODES) * len(KS) * 2 and result["epochs"] == 5

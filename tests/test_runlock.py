@@ -1,4 +1,4 @@
-"""One writer per run folder (dcutmix.runlock): real processes holding, racing for, and dying with it."""
+"""One writer per run folder (dcutmix.store.runlock): real processes holding, racing for, and dying with it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dcutmix.runlock import LOCK_NAME, Holder, RunFolderLocked, RunLock, process_start_ticks
+from dcutmix.store.runlock import LOCK_NAME, Holder, RunFolderLocked, RunLock, process_start_ticks
 from tests.conftest import cli, read_metrics, read_results
 from tests.helpers.waiting import wait_until
 
@@ -25,7 +25,7 @@ HOLD_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from dcutmix.runlock import RunLock
+    from dcutmix.store.runlock import RunLock
     lock = RunLock(Path(sys.argv[1]), heartbeat_s=0.2)
     lock.acquire()
     print("held", flush=True)

@@ -39,7 +39,7 @@ from omegaconf import OmegaConf
 
 from dcutmix.config import CONF_DIR
 from dcutmix.errors import ConfigError
-from dcutmix.launcher import (
+from dcutmix.sweep.launcher import (
     FrozenLocalLauncher,
     QueueWatcher,
     rebase_config_loader,
@@ -176,7 +176,12 @@ def test_snapshot_holds_the_code_and_configs_and_ignores_later_edits(tmp_path):
     snapshot = snapshot_code(sweep_dir, source_root=live)
 
     assert snapshot == sweep_dir / ".code"
-    for name in ("dcutmix/__init__.py", "dcutmix/launcher.py", "hydra_plugins", "conf/train.yaml"):
+    for name in (
+        "dcutmix/__init__.py",
+        "dcutmix/sweep/launcher.py",
+        "hydra_plugins",
+        "conf/train.yaml",
+    ):
         assert (snapshot / name).exists(), name
     assert not (snapshot / "dcutmix" / "__pycache__").exists()
     record = json.loads((snapshot / "snapshot.json").read_text())

@@ -1,4 +1,4 @@
-"""Slurm jobs that can never start (dcutmix.slurm_pending): named, cancelled, or waited on.
+"""Slurm jobs that can never start (dcutmix.sweep.slurm_pending): named, cancelled, or waited on.
 
 The first tests read text in the formats squeue and scontrol print; the rest submit the default
 ``slurm`` preset (8 CPUs, 32 GB, one GPU) to the local test cluster, which cannot run it.
@@ -23,8 +23,8 @@ from conftest_slurm import (
     wait_until,
 )
 
-from dcutmix import slurm_pending
-from dcutmix.slurm_pending import (
+from dcutmix.sweep import slurm_pending
+from dcutmix.sweep.slurm_pending import (
     PendingCheck,
     UnsatisfiableJobs,
     describe_partition,
@@ -88,7 +88,7 @@ def test_waiting_logs_the_jobs_once_and_then_a_reminder(monkeypatch, caplog):
     assert cancelled == [["7_0", "7_1"]] and caught.value.lines == list(lines.values())
 
     waiting = PendingCheck(wait=True, cancel=cancelled.append)
-    with caplog.at_level(logging.WARNING, logger="dcutmix.slurm_pending"):
+    with caplog.at_level(logging.WARNING, logger="dcutmix.sweep.slurm_pending"):
         waiting.act(lines)
         first = len(caplog.records)
         waiting.act(lines)  # seen already, and the reminder is not due

@@ -13,11 +13,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from dcutmix.config import CONF_DIR, REPO_ROOT, precheck, register
-from dcutmix.files import atomic_write_json
+from dcutmix.config import CONF_DIR, REPO_ROOT, register
+from dcutmix.store.files import atomic_write_json
 from dcutmix.sweep.cli import main as sweep_main
 from dcutmix.sweep.objective import WORST, objective_value
 from dcutmix.sweep.points import FastComposer
+from dcutmix.sweep.precheck import precheck
 
 register()
 

@@ -14,7 +14,7 @@ import wandb
 
 from dcutmix.config import REPO_ROOT
 from dcutmix.errors import ConfigError
-from dcutmix.tracking import (
+from dcutmix.store.tracking import (
     LAST_STEP_FILE,
     RUN_ID_FILE,
     NullLogger,
@@ -256,7 +256,7 @@ def test_null_logger_accepts_the_calls_and_writes_nothing(tmp_path: Path) -> Non
 UNREACHABLE_SCRIPT = """
 import json, sys, time
 from pathlib import Path
-from dcutmix.tracking import WandbLogger
+from dcutmix.store.tracking import WandbLogger
 
 began = time.perf_counter()
 logger = WandbLogger.start(Path(sys.argv[1]), project="p", entity=None, group="g", name="n",

@@ -227,8 +227,8 @@ def test_damaged_last_checkpoint_falls_back_to_the_previous_one(train_in_process
 
 
 def test_checkpoint_with_a_pickled_object_is_refused(tmp_path):
-    from dcutmix.checkpoint import load_file
     from dcutmix.errors import ConfigError
+    from dcutmix.run.checkpoint import load_file
 
     class Payload:
         def __reduce__(self):

@@ -22,7 +22,7 @@ from dcutmix.analyze.runs import (
     up_to_date,
 )
 from dcutmix.errors import InputError
-from dcutmix.progress import log
+from dcutmix.run.progress import log
 
 if TYPE_CHECKING:
     pass

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dcutmix.analyze.common import ANALYSIS_FILE, PLOT_FGSM, PLOT_LOSS_LANDSCAPE, PLOT_RELIABILITY
-from dcutmix.files import atomic_save_figure, read_json
+from dcutmix.store.files import atomic_save_figure, read_json
 
 if TYPE_CHECKING:
     pass

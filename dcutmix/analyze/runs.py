@@ -25,9 +25,9 @@ from dcutmix.analyze.entropy import entropy_summary
 from dcutmix.analyze.fgsm import Evaluation, evaluate_with_fgsm
 from dcutmix.analyze.landscape import loss_landscape
 from dcutmix.errors import InputError
-from dcutmix.files import atomic_write_json, read_json
-from dcutmix.results import Status
-from dcutmix.run_folder import find_run_folders
+from dcutmix.store.files import atomic_write_json, read_json
+from dcutmix.store.results import Status
+from dcutmix.store.run_folder import find_run_folders
 
 if TYPE_CHECKING:
     import torch
@@ -154,10 +154,10 @@ def _load_run(run_dir: Path, checkpoint: str, device: torch.device, batch_size: 
     """The run's model with its checkpoint's weights, and its data, as its config describes them."""
     from omegaconf import OmegaConf
 
-    from dcutmix import checkpoint as ckpt_io
     from dcutmix.config import register
     from dcutmix.data import build_data
     from dcutmix.models import build_model
+    from dcutmix.run import checkpoint as ckpt_io
 
     register()  # the resolvers the saved config may name
     config_path = run_dir / ".hydra" / "config.yaml"
@@ -258,7 +258,7 @@ def _measure(
     progress: bool,
 ) -> tuple[Evaluation, dict[str, Any]]:
     """The clean and FGSM pass, then the loss landscape, under one progress bar."""
-    from dcutmix.progress import Progress
+    from dcutmix.run.progress import Progress
 
     total = len(batches) * (1 + directions * len(sigmas))
     bar = Progress(total, desc=desc, every=-(-total // 10), enabled=progress)

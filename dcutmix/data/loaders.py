@@ -19,7 +19,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from dcutmix.seeding import derived_seed
+from dcutmix.run.seeding import derived_seed
 
 Batch = tuple[Tensor, Tensor]
 

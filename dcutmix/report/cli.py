@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dcutmix.errors import InputError
-from dcutmix.files import atomic_write_text
 from dcutmix.report.plots import _analysis_plots, draw_plots
 from dcutmix.report.render import render_report, results_csv
 from dcutmix.report.runs import collect_runs
@@ -20,6 +19,7 @@ from dcutmix.report.stats import (
     metrics_for,
     summarise,
 )
+from dcutmix.store.files import atomic_write_text
 
 # Command line.
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from dcutmix.errors import InputError
-from dcutmix.files import atomic_write_text
 from dcutmix.report.render import (
     format_markdown_table,
     show_difference,
@@ -29,6 +28,7 @@ from dcutmix.report.stats import (
     value_rank,
     varying_settings,
 )
+from dcutmix.store.files import atomic_write_text
 
 COMPARE_FILE = "compare.md"
 

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dcutmix.files import atomic_save_figure
 from dcutmix.report.render import _HEADINGS, _sweep_names, headline_metric, show_value
 from dcutmix.report.runs import _number, read_val_curve
 from dcutmix.report.stats import Row, Stat, fixed_settings, varying_settings
+from dcutmix.store.files import atomic_save_figure
 
 PLOT_ERROR_VS_K = "plot_error_vs_k.png"
 

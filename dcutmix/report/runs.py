@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from dcutmix.errors import InputError
-from dcutmix.results import Status
-from dcutmix.run_folder import find_run_folders
-from dcutmix.runlock import pid_alive
-from dcutmix.tracking import flatten_config
+from dcutmix.store.results import Status
+from dcutmix.store.run_folder import find_run_folders
+from dcutmix.store.runlock import pid_alive
+from dcutmix.store.tracking import flatten_config
 
 # A "running" run on another host is only known to be dead when it stops updating; the trainer
 # rewrites results.json after every epoch, and no epoch of the project's recipes takes this long.

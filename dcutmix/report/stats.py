@@ -10,7 +10,7 @@ from typing import Any
 from dcutmix.reference import find_paper_result
 from dcutmix.report.runs import Run, _number, human_duration
 from dcutmix.report.significance import Difference, baseline_differences
-from dcutmix.results import Status
+from dcutmix.store.results import Status
 
 # The order of dcutmix.mixing.MIXING_MODES, repeated here because that module imports torch.
 MODE_ORDER = (

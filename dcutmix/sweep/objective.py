@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from dcutmix.files import read_json
-from dcutmix.results import Status
-from dcutmix.run_folder import RESULTS_FILE
+from dcutmix.store.files import read_json
+from dcutmix.store.results import Status
+from dcutmix.store.run_folder import RESULTS_FILE
 
-OBJECTIVES = ("top1_err_last", "top1_err_best", "val_loss_last")
 WORST = math.inf
 
 

@@ -7,13 +7,13 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from hydra._internal.config_loader_impl import get_overrides_dirname
 from omegaconf import DictConfig, OmegaConf
 
 from dcutmix.config import run_name, validate
 from dcutmix.errors import ConfigError
 from dcutmix.report import read_run
-from dcutmix.results import Status
+from dcutmix.store.results import Status
+from dcutmix.sweep.hydra_private import overrides_dirname
 from dcutmix.sweep.points import FastComposer, Sweep, check_points, grid_jobs
 
 CIFAR_TRAIN_IMAGES = 50_000
@@ -68,11 +68,11 @@ def job_name(
     """The job's folder name, as ``run_name`` in conf/train.yaml gives it."""
     if not OmegaConf.is_interpolation(cfg, "run_name"):
         return str(cfg.run_name)
-    dirname = get_overrides_dirname(
-        overrides=[composer.parse(line) for line in job],
-        exclude_keys=list(dirname_cfg.exclude_keys),
-        item_sep=dirname_cfg.item_sep,
-        kv_sep=dirname_cfg.kv_sep,
+    dirname = overrides_dirname(
+        [composer.parse(line) for line in job],
+        list(dirname_cfg.exclude_keys),
+        dirname_cfg.item_sep,
+        dirname_cfg.kv_sep,
     )
     m = cfg.mixing
     return run_name(m.mode, m.k, m.alpha, cfg.trainer.seed, cfg.experiment_name, dirname)

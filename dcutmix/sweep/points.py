@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra import compose
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, IntervalSweep, Override
@@ -24,8 +23,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from dcutmix.config import CONF_DIR
 from dcutmix.errors import ConfigError
+from dcutmix.sweep.hydra_private import BASIC_SWEEPER, apply_overrides
 
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 
 
@@ -189,7 +188,7 @@ class FastComposer:
         if any(_raw(cfg, key) is _ABSENT for key in keys - changed.keys()):
             # A typed node cannot drop a key once added: such a point gets its own copy.
             cfg = copy.deepcopy(cfg)
-            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+            apply_overrides(values, cfg)
             yield cfg
             return
         with open_dict(cfg):
@@ -197,7 +196,7 @@ class FastComposer:
                 OmegaConf.update(cfg, key, changed.pop(key), merge=False, force_add=True)
         for key in keys - changed.keys():
             changed[key] = _raw(cfg, key)
-        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        apply_overrides(values, cfg)
         yield cfg
 
 

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dcutmix.errors import ConfigError
-from dcutmix.files import read_json
 from dcutmix.report import Run, collect_runs
 from dcutmix.report.stats import PROBLEM_ORDER
-from dcutmix.results import Status
+from dcutmix.store.files import read_json
+from dcutmix.store.results import Status
 
 # report.stats.PROBLEM_ORDER lists running too; each state gets one line. "pending" is Slurm's
 # queue, not a run status.

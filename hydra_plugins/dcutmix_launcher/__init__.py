@@ -1,7 +1,7 @@
 """The names under which Hydra finds dcutmix's launchers.
 
 Hydra instantiates launchers only from the ``hydra_plugins`` namespace package, so the presets in
-``conf/hydra/launcher/`` name these classes; the work is done in ``dcutmix.launcher``.
+``conf/hydra/launcher/`` name these classes; the work is done in ``dcutmix.sweep.launcher``.
 """
 
 from dataclasses import dataclass
@@ -10,15 +10,15 @@ from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 from omegaconf import MISSING
 
-from dcutmix import launcher
+from dcutmix.sweep import launcher
 
 
 class FrozenSlurmLauncher(launcher.FrozenSlurmLauncher):
-    """Slurm sweeps from frozen code; see ``dcutmix.launcher.FrozenSlurmLauncher``."""
+    """Slurm sweeps from frozen code; see ``dcutmix.sweep.launcher.FrozenSlurmLauncher``."""
 
 
 class FrozenLocalLauncher(launcher.FrozenLocalLauncher):
-    """Local sweeps from frozen code, as many jobs at once as cores allow; see dcutmix.launcher."""
+    """Local sweeps from frozen code, as many jobs at once as cores allow; see dcutmix.sweep.launcher."""
 
 
 @dataclass

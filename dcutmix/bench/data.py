@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from dcutmix.bench import timed_rounds
+from dcutmix.bench.timing import timed_rounds
 from dcutmix.data import DeviceLoader, classic_cifar_loader
 from dcutmix.data.settings import CIFAR_MEAN, CIFAR_STD
 

@@ -1,4 +1,4 @@
-"""Time ``dcutmix-sweep plan`` on a 432-job grid: ``python -m dcutmix.sweep.bench``.
+"""Time ``dcutmix-sweep plan`` on a 432-job grid: ``python -m dcutmix.bench plan``.
 
 The grid is the K ablation (72 jobs) x 3 learning rates x 2 run lengths. It prints the wall time
 of the whole command (process start, imports, composition, checks) and, measured in this process
@@ -18,8 +18,8 @@ import time
 GRID = ["+sweep=k_ablation", "optimizer.lr=0.05,0.1,0.2", "trainer.epochs=10,20"]
 
 
-def main() -> None:
-    """Print the two timings and the plan's last line."""
+def run_plan_benchmark() -> dict[str, object]:
+    """The two timings, each with its CPU time, and the plan's last line."""
     started = time.perf_counter()
     command = subprocess.run(
         [sys.executable, "-m", "dcutmix.sweep.cli", "plan", *GRID],
@@ -39,11 +39,11 @@ def main() -> None:
         run_plan(GRID, None)
     planning = time.perf_counter() - started
     planning_cpu = time.process_time() - started_cpu
-    print(f"dcutmix-sweep plan {' '.join(GRID)}")
-    print(f"  {last}")
-    print(f"  whole command: {whole:.2f} s wall, {whole_cpu:.2f} s CPU")
-    print(f"  planning after imports: {planning:.2f} s wall, {planning_cpu:.2f} s CPU")
-
-
-if __name__ == "__main__":
-    main()
+    return {
+        "command": f"dcutmix-sweep plan {' '.join(GRID)}",
+        "plan": last,
+        "whole_command_wall_s": whole,
+        "whole_command_cpu_s": whole_cpu,
+        "planning_wall_s": planning,
+        "planning_cpu_s": planning_cpu,
+    }

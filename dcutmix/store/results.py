@@ -35,6 +35,9 @@ class Status(str, Enum):
         return format(self.value, spec)
 
 
+#: the fields of results.json a searching sweeper may minimise (``objective``); each is an error
+#: or a loss, so lower is better
+OBJECTIVES = ("top1_err_last", "top1_err_best", "val_loss_last")
 ERROR_KEYS = ("top1_err_last", "top1_err_best", "top5_err_last", "top5_err_best", "val_loss_last")
 # What W&B's run summary carries (a subset of results.json).
 SUMMARY_KEYS = (*ERROR_KEYS, "wall_seconds", "epochs_completed", "status", "num_params")

@@ -1,4 +1,4 @@
-"""The training pipelines that ``dcutmix.gpu_check`` times against each other.
+"""The training pipelines that ``dcutmix.bench.gpu_check`` times against each other.
 
 ``framework_pipeline``: this project's engine, device-resident loader and batched DCutMix with its
 CUDA defaults (bf16 autocast, channels_last), optionally compiled. ``authors_pipeline``: the way
@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dcutmix.engine import Engine, EpochState, LRSchedule
-from dcutmix.losses import soft_target_cross_entropy
 from dcutmix.models import build_model
+from dcutmix.run.engine import Engine, EpochState, LRSchedule
+from dcutmix.run.losses import soft_target_cross_entropy
 
 NUM_CLASSES = 100
 K, ALPHA = 5, 0.2

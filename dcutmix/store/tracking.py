@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dcutmix.errors import InputError, one_line
-from dcutmix.files import atomic_write_text
-from dcutmix.results import Status
+from dcutmix.store.files import atomic_write_text
+from dcutmix.store.results import Status
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run

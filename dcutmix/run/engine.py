@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dcutmix.losses import soft_target_cross_entropy
-from dcutmix.progress import Progress
-from dcutmix.seeding import derived_seed
+from dcutmix.run.losses import soft_target_cross_entropy
+from dcutmix.run.progress import Progress
+from dcutmix.run.seeding import derived_seed
 
 Mixer = Callable[..., tuple[Tensor, Tensor]]
 

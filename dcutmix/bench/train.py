@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 import torch
 
-from dcutmix.bench import timed_rounds
+from dcutmix.bench.timing import timed_rounds
 from dcutmix.data import build_data
-from dcutmix.engine import Engine, EpochState, LRSchedule
-from dcutmix.losses import soft_target_cross_entropy
 from dcutmix.mixing import build_mixer
 from dcutmix.models import build_model
+from dcutmix.run.engine import Engine, EpochState, LRSchedule
+from dcutmix.run.losses import soft_target_cross_entropy
 
 
 def _fake_data(dev: torch.device, batch_size: int, steps: int, image_size: int):

@@ -9,14 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dcutmix.errors import InputError
-from dcutmix.files import (
+from dcutmix.store.files import (
     TEMPORARY_GLOB,
     append_jsonl,
     atomic_write_json,
     atomic_write_text,
     read_json,
 )
-from dcutmix.results import RunResult, now_iso
+from dcutmix.store.results import RunResult, now_iso
 
 MIN_FREE_BYTES = 64 * 2**20
 RESULTS_FILE = "results.json"

@@ -16,25 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from dcutmix.files import write_atomic
-
-SOURCE = Path(__file__).with_name("_native.c")
-FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-pthread", "-ffp-contract=off")
+from dcutmix.mixing.native import build
 
 #: a batch smaller than this many bytes is copied on one thread: at 32x32 (1.5 MB) a second
 #: thread made the copy slower on the project's 2-core machine, at 224x224 faster
@@ -55,84 +45,6 @@ _library: ctypes.CDLL | None = None
 _tried = False
 _enabled = True
 
-_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
-
-
-def _cache_dirs() -> list[Path]:
-    if os.environ.get("DCUTMIX_NATIVE_DIR"):
-        return [Path(os.environ["DCUTMIX_NATIVE_DIR"])]
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    uid = os.getuid() if hasattr(os, "getuid") else "user"
-    return [Path(base) / "dcutmix", Path(tempfile.gettempdir()) / f"dcutmix-{uid}"]
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-def _build(compiler: str) -> Path:
-    """The library's path, compiled there unless a process already did (renamed into place)."""
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(
-        b"\0".join(
-            [source, compiler.encode(), " ".join(FLAGS).encode(), platform.machine().encode()]
-        )
-    ).hexdigest()[:16]
-    errors = []
-    for folder in _cache_dirs():
-        target = folder / f"dcutmix_native-{key}.so"
-        if target.exists():
-            return target
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=folder) as scratch:
-                built = Path(scratch) / target.name
-                done = subprocess.run(
-                    [compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"],
-                    capture_output=True,
-                    text=True,
-                    timeout=120,
-                )
-                if done.returncode != 0:
-                    raise OSError(done.stderr.strip().splitlines()[-1] if done.stderr else "failed")
-                # a process that finds the file finds all of it
-                library_bytes = built.read_bytes()
-                write_atomic(target, lambda file, data=library_bytes: file.write(data))
-            return target
-        except (OSError, subprocess.SubprocessError) as error:
-            errors.append(f"{folder}: {error}")
-    raise OSError("; ".join(errors))
-
-
-def _load() -> ctypes.CDLL | None:
-    if sys.platform == "win32":
-        raise OSError("the kernels are built for POSIX systems only")
-    compiler = _compiler()
-    if compiler is None:
-        raise OSError("no C compiler (cc, gcc or clang; or $CC) on PATH")
-    library = ctypes.CDLL(str(_build(compiler)))
-    library.dcutmix_nested_boxes.argtypes = [_I64] * 4 + [_PTR] * 5
-    library.dcutmix_paste.argtypes = [_PTR, _PTR] + [_I64] * 8 + [_PTR, _I64, _PTR, _PTR, _I64]
-    library.dcutmix_paste.argtypes += [_PTR, _I64, _I64]
-    library.dcutmix_targets.argtypes = [_I64] * 3 + [_PTR] * 3 + [_I64, _PTR]
-    library.dcutmix_resize_paste.argtypes = [_PTR, _PTR] + [_I64] * 5 + [_PTR] * 3
-    library.dcutmix_resize_paste.argtypes += [_I64, _PTR, _I64]
-    library.dcutmix_blend.argtypes = [_PTR, _PTR] + [_I64] * 3 + [_PTR, _I64, _PTR, _I64, _I64]
-    library.dcutmix_cutout.argtypes = [_PTR, _PTR] + [_I64] * 8 + [_PTR] + [_I64] * 3
-    for function in (
-        library.dcutmix_blend,
-        library.dcutmix_cutout,
-        library.dcutmix_nested_boxes,
-        library.dcutmix_paste,
-        library.dcutmix_targets,
-        library.dcutmix_resize_paste,
-    ):
-        function.restype = _I64
-    return library
-
 
 def library() -> ctypes.CDLL | None:
     """The loaded kernels, or None where they are turned off or cannot be built (warned once).
@@ -151,7 +63,7 @@ def _first_use() -> None:
             return
         if os.environ.get("DCUTMIX_NATIVE", "1") != "0":
             try:
-                _library = _load()
+                _library = build.load()
             except OSError as error:
                 warnings.warn(
                     f"dcutmix: the C kernels of the mixers could not be built ({error}); "
@@ -190,7 +102,9 @@ def usable(images: Tensor) -> bool:
 def _loaded() -> ctypes.CDLL:
     lib = library()
     if lib is None:
-        raise RuntimeError("dcutmix.native: the C kernels are turned off or could not be built")
+        raise RuntimeError(
+            "dcutmix.mixing.native: the C kernels are turned off or could not be built"
+        )
     return lib
 
 

@@ -1,4 +1,4 @@
-"""Every GPU question in one short run: ``python -m dcutmix.gpu_check [--quick] [--cpu-dry-run]``.
+"""Every GPU question in one short run: ``python -m dcutmix.bench.gpu_check [--quick] [--cpu-dry-run]``.
 
 Steps: the CUDA tests (``pytest -m gpu``), training throughput of PyramidNet-110 with DCutMix
 (this framework with and without ``torch.compile`` against an authors'-style pipeline in the same
@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 EXIT_NO_GPU = 3
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ SIZES = {
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m dcutmix.gpu_check", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m dcutmix.bench.gpu_check", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a 60-second subset")
     parser.add_argument(
         "--cpu-dry-run", action="store_true", help="every step's CPU fallback at tiny sizes"
@@ -123,7 +123,7 @@ def _ensure_dependencies(argv: list[str]) -> None:
     subprocess.run(install, check=True)
     path = os.pathsep.join(p for p in (site, str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": path}
-    os.execve(sys.executable, [sys.executable, "-m", "dcutmix.gpu_check", *argv], env)
+    os.execve(sys.executable, [sys.executable, "-m", "dcutmix.bench.gpu_check", *argv], env)
 
 
 def _no_gpu(reason: str) -> int:
@@ -170,7 +170,7 @@ def _guarded(step: Callable[[], dict]) -> dict:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    from dcutmix.files import atomic_write_json  # standard library only, like this module
+    from dcutmix.store.files import atomic_write_json  # standard library only, like this module
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, obj)
@@ -219,7 +219,7 @@ def run_pytest(sizes: Sizes) -> dict:
 
 def run_throughput(sizes: Sizes, device) -> dict:
     """Images/s of three pipelines for each batch size, their ratios and the data+mixing share."""
-    from dcutmix.gpu_pipelines import authors_pipeline, framework_pipeline
+    from dcutmix.bench.gpu_pipelines import authors_pipeline, framework_pipeline
 
     rows = []
     for batch in sizes.batches:
@@ -242,7 +242,7 @@ def run_throughput(sizes: Sizes, device) -> dict:
 
 def run_pyramidnet200(sizes: Sizes, device) -> dict:
     """One epoch slice of PyramidNet-200 at batch 64 with the defaults (tiny in the dry run)."""
-    from dcutmix.gpu_pipelines import framework_pipeline
+    from dcutmix.bench.gpu_pipelines import framework_pipeline
 
     batch = 64 if device.type == "cuda" else sizes.batches[0]
     run = framework_pipeline(sizes.num_train, device, batch, sizes.big_model, False)

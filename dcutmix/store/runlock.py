@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dcutmix.errors import ConfigError
-from dcutmix.files import atomic_write_text
+from dcutmix.store.files import atomic_write_text
 
 LOCK_NAME = "run.lock"
 HEARTBEAT_S = 30.0

@@ -1,9 +1,11 @@
 """One run, from a composed config to its results, in the order it happens.
 
-``train.train_run`` calls these steps in turn:
+``dcutmix.train.train_run`` validates the config (``dcutmix.config.validate``, which builds the
+run's one mixer), checks the folder (``RunFolder.check_writable``), takes its lock
+(``dcutmix.store.runlock.hold_run_folder``) and then calls these steps in turn:
 
-1. ``check_folder`` / ``already_completed``: may this folder take the run, is there work left?
-2. ``build``: data, model and mixer (also all that ``eval_only`` needs).
+1. ``already_completed``: is there work left in this folder?
+2. ``build``: data and model, and the mixer given the data's classes (all ``eval_only`` needs).
 3. ``build_training``: optimizer, learning-rate schedule and gradient scaler.
 4. ``resume``: the last good checkpoint, if the folder has one, restored into those.
 5. ``make_engine``: the model wrapped for DDP / ``torch.compile`` and the engine that steps it.
@@ -24,16 +26,16 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dcutmix import checkpoint as ckpt_io
-from dcutmix.config import REPO_ROOT, mixer_settings, resolve_milestones
-from dcutmix.distributed import Distributed, shard
-from dcutmix.engine import Diverged, Engine, EpochState, LRSchedule
+from dcutmix.config import REPO_ROOT, resolve_milestones
 from dcutmix.errors import InputError, one_line
-from dcutmix.mixing import build_mixer, compile_mixer, mode_settings
-from dcutmix.progress import log
-from dcutmix.results import RunResult, Status
-from dcutmix.run_folder import RunFolder
-from dcutmix.seeding import seed_everything
+from dcutmix.mixing import Mixer, compile_mixer, mode_settings
+from dcutmix.run import checkpoint as ckpt_io
+from dcutmix.run.distributed import Distributed, shard
+from dcutmix.run.engine import Diverged, Engine, EpochState, LRSchedule
+from dcutmix.run.progress import log
+from dcutmix.run.seeding import seed_everything
+from dcutmix.store.results import RunResult, Status
+from dcutmix.store.run_folder import RunFolder
 
 EXIT_DIVERGED = 3
 # SIGTERM and SIGINT stop a run cleanly; in submitit's jobs submitit owns them.
@@ -103,10 +105,9 @@ def already_completed(cfg: DictConfig, folder: RunFolder, dist: Distributed) -> 
 # 2.-3. Building.
 
 
-def run_config(cfg: DictConfig) -> dict:
-    """The settings a report groups by, as stored in results.json."""
+def run_config(cfg: DictConfig, mixer: Mixer) -> dict:
+    """The settings a report groups by, as stored in results.json; ``mixer`` is the run's."""
     m = cfg.mixing
-    mixer = build_mixer(m.mode, num_classes=2, **mixer_settings(m))
     return {
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
@@ -134,8 +135,9 @@ def run_config(cfg: DictConfig) -> dict:
     }
 
 
-def build(cfg: DictConfig, dist: Distributed, device: torch.device) -> Built:
-    """Data, model and mixer, seeded so that every rank and every attempt builds the same."""
+def build(cfg: DictConfig, dist: Distributed, device: torch.device, mixer: Mixer) -> Built:
+    """Data and model, seeded so that every rank and every attempt builds the same, and the
+    validated ``mixer`` given the data's classes."""
     from dcutmix.data import build_data
     from dcutmix.models import build_model, count_parameters
 
@@ -164,11 +166,10 @@ def build(cfg: DictConfig, dist: Distributed, device: torch.device) -> Built:
     model.to(device)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
-    m = cfg.mixing
-    mixer = build_mixer(m.mode, num_classes=data.num_classes, **mixer_settings(m))
-    if m.compile:
-        mixer = compile_mixer(mixer)
-    return Built(data, model, mixer, count_parameters(model), run_config(cfg), device, dist)
+    mixer.set_num_classes(data.num_classes)
+    config = run_config(cfg, mixer)
+    mixing = compile_mixer(mixer) if cfg.mixing.compile else mixer
+    return Built(data, model, mixing, count_parameters(model), config, device, dist)
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -285,7 +286,7 @@ def make_engine(cfg: DictConfig, built: Built, training: Training) -> Engine:
 
 def start_logger(cfg: DictConfig, run_dir: Path, built: Built, history: list[dict]) -> Any:
     """The run's W&B logger (a no-op one for ``logger=none``), caught up with ``history``."""
-    from dcutmix.tracking import NullLogger, WandbLogger, flatten_config
+    from dcutmix.store.tracking import NullLogger, WandbLogger, flatten_config
 
     if cfg.logger.name == "none":
         return NullLogger()
@@ -324,8 +325,8 @@ def start_logger(cfg: DictConfig, run_dir: Path, built: Built, history: list[dic
 
 def code_revision() -> str | None:
     """The git revision of the code this run executes: for a frozen sweep, the one it was frozen at."""
-    from dcutmix.files import read_json
-    from dcutmix.tracking import git_revision
+    from dcutmix.store.files import read_json
+    from dcutmix.store.tracking import git_revision
 
     snapshot = read_json(REPO_ROOT / "snapshot.json")
     if isinstance(snapshot, dict) and snapshot.get("git_revision"):

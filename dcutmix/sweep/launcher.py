@@ -25,8 +25,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
-from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.utils import JobReturn
 from hydra.types import HydraContext
@@ -36,9 +34,10 @@ from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
 import dcutmix
 from dcutmix.errors import InputError
-from dcutmix.files import atomic_write_json
-from dcutmix.slurm_pending import PendingCheck, UnsatisfiableJobs, refused_submission
-from dcutmix.tracking import git_revision
+from dcutmix.store.files import atomic_write_json
+from dcutmix.store.tracking import git_revision
+from dcutmix.sweep.hydra_private import config_loader
+from dcutmix.sweep.slurm_pending import PendingCheck, UnsatisfiableJobs, refused_submission
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +107,12 @@ def _local_path(search_path: str) -> str | None:
 
 def rebase_config_loader(
     loader: ConfigLoader, old_root: Path, new_root: Path
-) -> tuple[ConfigLoaderImpl, int]:
+) -> tuple[ConfigLoader, int]:
     """A config loader whose search path entries under ``old_root`` point under ``new_root``.
 
     Returns the loader and how many entries moved; entries elsewhere are kept as they are.
     """
-    search_path = ConfigSearchPathImpl()
+    search_path = []
     moved = 0
     for element in loader.get_search_path().get_path():
         path = element.path
@@ -124,8 +123,8 @@ def rebase_config_loader(
                 rebased = str(new_root / resolved.relative_to(old_root.resolve()))
                 path = f"file://{rebased}" if path.startswith("file://") else rebased
                 moved += 1
-        search_path.append(element.provider, path)
-    return ConfigLoaderImpl(config_search_path=search_path), moved
+        search_path.append((element.provider, path))
+    return config_loader(search_path), moved
 
 
 def sacct_unavailable() -> str | None:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from dcutmix.errors import InputError
-from dcutmix.files import atomic_torch_save
+from dcutmix.store.files import atomic_torch_save
 
 CHECKPOINT_FORMAT = 1
 
