@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dcutmix.config import CONF_DIR, build_checked_mixer, register, resolve_device, validate
 from dcutmix.errors import InputError, one_line
@@ -174,8 +174,10 @@ def _planned_jobs(config: DictConfig) -> int | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     sweeper = config.hydra.sweeper
-    if sweeper.get("n_trials") is not None:
-        return int(sweeper.n_trials)
+    trials = sweeper.get("n_trials")
+    sampler = str(OmegaConf.select(sweeper, "sampler._target_", default=""))
+    if trials is not None and not sampler.endswith("GridSampler"):
+        return int(trials)
     params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
     try:
         parsed = OverridesParser.create().parse_overrides(
@@ -187,8 +189,8 @@ def _planned_jobs(config: DictConfig) -> int | None:
             if o.is_sweep_override():
                 total *= len(list(o.sweep_string_iterator()))
     except Exception:
-        return None
-    return total
+        return None if trials is None else int(trials)
+    return total if trials is None else min(int(trials), total)
 
 
 _NO_PRECHECK_FLAGS = {

@@ -35,7 +35,9 @@ PRUNERS = {
 def main() -> None:
     out = Path(sys.argv[1])
     extra = sys.argv[2:]
-    print("| pruner | trials (completed / pruned) | epochs trained | wall s | best top-1 err % | best K, alpha |")
+    print(
+        "| pruner | trials (completed / pruned) | epochs trained | wall s | best top-1 err % | best K, alpha |"
+    )
     print("|---|---|---:|---:|---:|---|")
     for name, settings in PRUNERS.items():
         folder = out / name

@@ -145,8 +145,14 @@ def _owned_journal(folder: Path, owner: dict) -> Path:
     [
         (["+sweep=alpha_search", "hydra.sweeper.pruner.name=asha"], "is not one of none, median"),
         (["mixing.k=2,3", "hydra.sweeper.pruner.name=median"], "BasicSweeper does not search"),
-        (["+sweep=alpha_search", "hydra.sweeper.pruner.name=median",
-          "hydra.sweeper.pruner.min_resource=2"], "the median pruner takes"),  # fmt: skip
+        (
+            [
+                "+sweep=alpha_search",
+                "hydra.sweeper.pruner.name=median",
+                "hydra.sweeper.pruner.min_resource=2",
+            ],
+            "the median pruner takes",
+        ),
         (["+sweep=alpha_search", "hydra/sweeper/sampler=grid"], "the grid sampler enumerates"),
     ],
 )

@@ -36,7 +36,11 @@ def _write_results(run_dir: Path, **results) -> Path:
     [
         ["hydra/sweeper=dcutmix_optuna", "mixing.alpha=interval(0.1,2.0)"],
         ["hydra/sweeper=dcutmix_optuna", "mixing.alpha=tag(log, interval(0.05, 5))"],
-        ["hydra/sweeper=dcutmix_optuna", "mixing.k=int(interval(2, 8))", "trainer.seed=choice(1, 2)"],
+        [
+            "hydra/sweeper=dcutmix_optuna",
+            "mixing.k=int(interval(2, 8))",
+            "trainer.seed=choice(1, 2)",
+        ],
         ["+sweep=alpha_search"],
         ["+sweep=alpha_search", "objective=val_loss_last"],
         ["mixing=glob(d*)", "trainer.seed=shuffle(1,2,3)", "optimizer.lr=sort(0.2,0.1)"],
@@ -56,7 +60,10 @@ def test_every_hydra_sweep_syntax_passes_the_override_check(overrides):
             "mixing.alpha=interval(0.1,2.0): an interval is searched",
         ),
         (["hydra/sweeper=dcutmix_optuna", "mixing.alpha=interval(2.0,0.1)"], "start below its end"),
-        (["hydra/sweeper=dcutmix_optuna", "mixing.alpha=tag(log, interval(0, 1))"], "log-scale interval"),
+        (
+            ["hydra/sweeper=dcutmix_optuna", "mixing.alpha=tag(log, interval(0, 1))"],
+            "log-scale interval",
+        ),
         (["hydra/sweeper=dcutmix_optuna", "mixing.k=interval(2, 8)"], "mixing.k: Value '2.0'"),
         (["hydra/sweeper=dcutmix_optuna", "mixing.alpha=interval(-1.0, 1.0)"], "mixing.alpha"),
         (["mixing=glob(zz*)"], "mixing: glob(zz*) matches no option of the config group mixing"),

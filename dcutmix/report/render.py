@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from dcutmix.reference import not_reproduced
-from dcutmix.store.results import Status
 from dcutmix.report.runs import Run
 from dcutmix.report.significance import Difference
 from dcutmix.report.stats import (
@@ -21,6 +20,7 @@ from dcutmix.report.stats import (
     headline_metric,
     varying_settings,
 )
+from dcutmix.store.results import Status
 
 _HEADINGS = {"k": "K", "per_sample": "per-sample"}
 
@@ -200,8 +200,8 @@ def pruned_section(pruned: Sequence[Run]) -> str:
             f"- `{run.name}`: stopped after epoch {r.get('pruned_epoch', '?')} of "
             f"{r.get('epochs', '?')}, objective {shown} ({run.path})"
         )
-    return (
-        f"## Pruned by the search ({len(pruned)}; not in the table's means)\n\n" + "\n".join(lines)
+    return f"## Pruned by the search ({len(pruned)}; not in the table's means)\n\n" + "\n".join(
+        lines
     )
 
 

@@ -16,11 +16,8 @@ from dcutmix.store.results import Status
 # report.stats.PROBLEM_ORDER lists running too; each state gets one line. "pending" is Slurm's
 # queue, not a run status.
 # "not submitted" counts the jobs sweep.json plans that have no run folder (yet).
-STATE_ORDER = tuple(
-    dict.fromkeys(
-        (Status.COMPLETED, Status.PRUNED, Status.RUNNING, "pending", *PROBLEM_ORDER)
-    )
-) + ("not submitted",)
+_RUN_STATES = (Status.COMPLETED, Status.PRUNED, Status.RUNNING, "pending", *PROBLEM_ORDER)
+STATE_ORDER = (*dict.fromkeys(_RUN_STATES), "not submitted")
 # Pending reasons that waiting cannot clear: the request itself does not fit the cluster.
 STUCK_REASONS = frozenset(
     {
