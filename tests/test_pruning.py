@@ -190,12 +190,12 @@ def test_the_command_line_ends_in_one_line_and_exit_2_with_nothing_written(tmp_p
 # Real sweeps.
 
 
-def _trials(sweep: Path) -> list[optuna.trial.FrozenTrial]:
-    study = optuna.load_study(study_name="adhoc", storage=open_journal(sweep / "optuna.journal"))
+def _trials(sweep: Path, name: str = "adhoc") -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name=name, storage=open_journal(sweep / "optuna.journal"))
     return sorted(study.get_trials(), key=lambda t: t.number)
 
 
-def _check_pruned_sweep(sweep: Path) -> None:
+def check_pruned_sweep(sweep: Path) -> None:
     """One trial completed, the other pruned at epoch 2 and told so; the best is the completed one."""
     trials = {t.params["optimizer.lr"]: t for t in _trials(sweep)}
     assert trials[0.2].state == optuna.trial.TrialState.COMPLETE
@@ -222,7 +222,7 @@ def test_a_pruned_search_on_the_basic_launcher_and_its_rerun(tmp_path, capsys):
     # a pruned trial is no failure: the sweep exits 0 and lists it
     assert result.returncode == 0, result.stderr
     assert "2 jobs: 1 completed, 1 pruned" in result.stderr
-    _check_pruned_sweep(sweep)
+    check_pruned_sweep(sweep)
     assert report_status(sweep) == 0
     out = capsys.readouterr().out
     assert "2 run folders of 2 planned" in out and "pruned          1" in out
@@ -244,7 +244,7 @@ def test_a_pruned_search_on_the_local_launcher(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    _check_pruned_sweep(sweep)
+    check_pruned_sweep(sweep)
 
 
 def _epochs(run: Path) -> int:
@@ -273,7 +273,7 @@ def test_a_trial_killed_mid_search_resumes_with_its_reported_values(tmp_path):
     _, stderr = process.communicate(timeout=120)
     first = next(sweep.glob("*trial0*"))
     assert read_results(first)["status"] == "interrupted", stderr
-    before = _trials(sweep)[0]
+    before = _trials(sweep, "alpha_search")[0]
     assert before.state == optuna.trial.TrialState.RUNNING
     assert len(before.intermediate_values) >= 2 and not list(sweep.glob("*trial1*"))
 
@@ -283,7 +283,7 @@ def test_a_trial_killed_mid_search_resumes_with_its_reported_values(tmp_path):
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stderr
-    trials = _trials(sweep)
+    trials = _trials(sweep, "alpha_search")
     assert [t.number for t in trials] == [0, 1]
     after = trials[0]
     assert after.state == optuna.trial.TrialState.COMPLETE  # the first trial is never pruned
