@@ -1,6 +1,6 @@
 """Datasets and loaders: ``build_data(cfg, ...)`` turns the ``dataset`` config into train and val loaders."""
 
-from dcutmix.data.datasets import DataBundle, build_data
+from dcutmix.data.datasets import DataBundle, build_data, check_data_files
 from dcutmix.data.loaders import (
     ArrayImageDataset,
     DeviceLoader,
@@ -21,6 +21,7 @@ __all__ = [
     "Loader",
     "TorchLoader",
     "build_data",
+    "check_data_files",
     "classic_cifar_loader",
     "crop_flip",
     "parse_dataset",

@@ -1,4 +1,5 @@
-"""Datasets read into train and val loaders: digits, CIFAR-10/100, image folders, fake."""
+"""Datasets read into train and val loaders: digits, CIFAR-10/100, the MNIST family, image
+folders, fake."""
 
 from __future__ import annotations
 
@@ -127,7 +128,44 @@ def _fake(settings: DatasetSettings) -> _InMemory:
     return _InMemory(images[:cut], labels[:cut], images[cut:], labels[cut:], settings.num_classes)
 
 
-_IN_MEMORY = {"digits": _digits, "cifar10": _cifar, "cifar100": _cifar, "fake": _fake}
+def _mnist_format(settings: DatasetSettings) -> _InMemory:
+    """Fashion-MNIST, MNIST or KMNIST (val is the 10k test set), optionally a balanced subset."""
+    from dcutmix.data import mnist
+
+    *arrays, num_classes = mnist.load(settings.name, settings.root, settings.download)
+    train_images, train_labels, val_images, val_labels = arrays
+    if settings.train_subset is not None:
+        keep = mnist.balanced_subset(train_labels, settings.train_subset)
+        train_images, train_labels = train_images[keep], train_labels[keep]
+    if settings.val_subset is not None:
+        keep = mnist.balanced_subset(val_labels, settings.val_subset)
+        val_images, val_labels = val_images[keep], val_labels[keep]
+    return _InMemory(train_images, train_labels, val_images, val_labels, num_classes)
+
+
+_IN_MEMORY = {
+    "digits": _digits,
+    "cifar10": _cifar,
+    "cifar100": _cifar,
+    "fashion_mnist": _mnist_format,
+    "mnist": _mnist_format,
+    "kmnist": _mnist_format,
+    "fake": _fake,
+}
+
+
+def check_data_files(settings: DatasetSettings) -> None:
+    """Check a dataset's files before a run starts, where that is cheap (the MNIST format's).
+
+    Every failure is one InputError naming the root or the file; other datasets are checked
+    when they are read.
+    """
+    from dcutmix.data.settings import MNIST_FORMAT
+
+    if settings.name in MNIST_FORMAT:
+        from dcutmix.data import mnist
+
+        mnist.check_files(settings.name, settings.root, settings.download)
 
 
 def build_data(

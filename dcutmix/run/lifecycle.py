@@ -107,10 +107,13 @@ def already_completed(cfg: DictConfig, folder: RunFolder, dist: Distributed) -> 
 
 def run_config(cfg: DictConfig, mixer: Mixer) -> dict:
     """The settings a report groups by, as stored in results.json; ``mixer`` is the run's."""
+    from dcutmix.models import recorded_settings
+
     m = cfg.mixing
     return {
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
+        **recorded_settings(OmegaConf.to_container(cfg.model, resolve=True)),
         "mixing": {
             "mode": m.mode,
             "k": mixer.k,

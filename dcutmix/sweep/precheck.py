@@ -9,7 +9,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dcutmix.config import CONF_DIR, explain_composition_error, register, validate
+from dcutmix.config import (
+    CONF_DIR,
+    check_data_files_once,
+    explain_composition_error,
+    register,
+    validate,
+)
 from dcutmix.errors import InputError
 
 
@@ -32,7 +38,9 @@ def precheck(overrides: list[str]) -> str | None:
 
     Returns the first problem as one line, or None. Each swept key is tried value by value (the
     other keys at their first value; an interval at both ends), which catches a bad value anywhere
-    in a sweep at the cost of one composition per value rather than per job.
+    in a sweep at the cost of one composition per value rather than per job. Each point's dataset
+    files are checked too where that is cheap (the MNIST format's: found, headers, lengths,
+    labels), so a missing or damaged file stops the command before any folder is written.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -56,8 +64,11 @@ def precheck(overrides: list[str]) -> str | None:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             sweep = read_sweep(overrides)
             check_sweeper(sweep)
+            checked: set[str] = set()
             for point in check_points(sweep):
-                validate(compose("train", overrides=point))
+                cfg = compose("train", overrides=point)
+                validate(cfg)
+                check_data_files_once(cfg, checked)
     except InputError as error:
         return str(error)
     except Exception as error:
