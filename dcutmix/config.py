@@ -147,6 +147,17 @@ _NAME_SKIP = {"mixing", "mixing.k", "mixing.alpha", "trainer.seed", "experiment"
 _NAME_SKIP_PREFIXES = ("hydra.", "hydra/", "sweep", "+sweep", "sweep_name", "logger")
 
 
+def _top_level_items(text: str) -> list[str]:
+    """``text`` split at the commas outside braces and brackets (a dict or list value's stay)."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"{": 1, "[": 1, "}": -1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return [*items, text[start:]]
+
+
 def run_name(
     mode: str, k: Any, alpha: Any, seed: Any, experiment: Any = None, overrides: Any = ""
 ) -> str:
@@ -157,10 +168,12 @@ def run_name(
             parts.append(f"k{k}")
         if alpha not in (None, "None", "null"):
             parts.append(f"a{_format_number(float(alpha))}")
-    for item in str(overrides or "").split(","):
+    for item in _top_level_items(str(overrides or "")):
         key, _, value = item.partition("=")
         if not value or key in _NAME_SKIP or key.startswith(_NAME_SKIP_PREFIXES):
             continue
+        # a dict value ({fraction:0.5,by:random}) becomes fraction0.5_byrandom
+        value = value.strip("{}").replace(":", "").replace(",", "_")
         parts.append(f"{key.split('.')[-1]}{value}".replace("/", "_").strip("_"))
     parts.append(f"s{seed}")
     return "-".join(parts)
