@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dcutmix.reference import not_reproduced
+from dcutmix.report.proxy import PROXY_COLUMNS, ProxyResult, proxy_csv_columns, proxy_section
 from dcutmix.report.runs import Run
 from dcutmix.report.significance import Difference
 from dcutmix.report.stats import (
@@ -150,8 +151,10 @@ def render_report(
     sources: Sequence[str] = (),
     metrics: Sequence[Metric] = METRICS,
     baseline: str | None = None,
+    proxy: Sequence[ProxyResult] = (),
 ) -> str:
-    """The whole Markdown report: table, fixed settings, problem runs and links to plots."""
+    """The whole Markdown report: table, fixed settings, the proxy search (when subset and full
+    runs are both present), problem runs and links to plots."""
     sweeps = _sweep_names(rows)
     title = "# dcutmix report" + (f": {', '.join(sweeps)}" if sweeps else "")
     parts = [title]
@@ -180,6 +183,8 @@ def render_report(
             parts.append(not_reproduced_section())
         if any(row.published for row in rows):
             parts.append(published_section(rows))
+        if proxy:
+            parts.append(proxy_section(proxy, best))
     else:
         parts.append("No run has completed yet.")
     note = excluded_note(problems)
@@ -235,14 +240,18 @@ def significance_note(baseline: str, best: bool) -> str:
 SIGNIFICANCE_COLUMNS = ("delta_vs_baseline", "delta_ci95_low", "delta_ci95_high", "p_value")
 
 
-def results_csv(rows: Sequence[Row], metrics: Sequence[Metric] = METRICS) -> str:
-    """One line per configuration: settings, n, metric means and stds, paper, baseline delta."""
+def results_csv(
+    rows: Sequence[Row], metrics: Sequence[Metric] = METRICS, proxy: Sequence[ProxyResult] = ()
+) -> str:
+    """One line per configuration: settings, n, metric means and stds, paper, baseline delta, and
+    with subset runs the proxy search's columns of the row's subset kind."""
     varying = varying_settings(rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     stat_columns = [f"{m.name}_{part}" for m in metrics for part in ("mean", "std")]
     with_published = any(row.published for row in rows)
     published_column = ["published_top1_err"] if with_published else []
+    published_column += list(PROXY_COLUMNS) if proxy else []
     writer.writerow(
         [*varying, "n", *stat_columns, "paper_top1_err", *SIGNIFICANCE_COLUMNS, *published_column]
     )
@@ -259,6 +268,7 @@ def results_csv(rows: Sequence[Row], metrics: Sequence[Metric] = METRICS) -> str
             [*settings, row.n, *stats, _csv_value(row.paper_top1_err)]
             + [_csv_value(value) for value in significance]
             + published
+            + ([_csv_value(v) for v in proxy_csv_columns(row.settings, proxy)] if proxy else [])
         )
     return buffer.getvalue()
 
