@@ -439,14 +439,3 @@ def _keys_of(parent: str) -> list[str]:
         if not isinstance(node, DictConfig):
             return []
     return [str(k) for k in node] if isinstance(node, DictConfig) and not node._is_missing() else []
-
-
-def check_data_files_once(cfg: DictConfig, checked: set[str]) -> None:
-    """The dataset's files, where a check is cheap (dcutmix.data.check_data_files), once each."""
-    from dcutmix.data import check_data_files, parse_dataset
-
-    settings = parse_dataset(OmegaConf.to_container(cfg.dataset, resolve=True))
-    key = repr((settings.name, settings.root, settings.download))
-    if key not in checked:
-        checked.add(key)
-        check_data_files(settings)

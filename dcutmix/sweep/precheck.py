@@ -1,4 +1,5 @@
-"""The command line's sweep checked before anything runs: every point composes and validates.
+"""The command line's sweep checked before anything runs: every point composes and validates,
+and its dataset's files are there and sound where that check is cheap.
 
 ``dcutmix-train`` calls ``precheck`` first, so a bad value anywhere in a sweep ends the command
 with one line and exit code 2 before any job is launched or any folder written.
@@ -9,13 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dcutmix.config import (
-    CONF_DIR,
-    check_data_files_once,
-    explain_composition_error,
-    register,
-    validate,
-)
+from omegaconf import DictConfig, OmegaConf
+
+from dcutmix.config import CONF_DIR, explain_composition_error, register, validate
 from dcutmix.errors import InputError
 
 
@@ -31,6 +28,17 @@ def _unwritable(path: Path, key: str) -> str | None:
             return f"{key}: cannot write to {path}: {probe} is on a read-only file system"
         return f"{key}: cannot write to {path}: no write permission on {probe}"
     return None
+
+
+def _check_data_files(cfg: DictConfig, checked: set[str]) -> None:
+    """The dataset's files, where a check is cheap (dcutmix.data.check_data_files), once each."""
+    from dcutmix.data import check_data_files, parse_dataset
+
+    settings = parse_dataset(OmegaConf.to_container(cfg.dataset, resolve=True))
+    key = repr((settings.name, settings.root, settings.download))
+    if key not in checked:
+        checked.add(key)
+        check_data_files(settings)
 
 
 def precheck(overrides: list[str]) -> str | None:
@@ -68,7 +76,7 @@ def precheck(overrides: list[str]) -> str | None:
             for point in check_points(sweep):
                 cfg = compose("train", overrides=point)
                 validate(cfg)
-                check_data_files_once(cfg, checked)
+                _check_data_files(cfg, checked)
     except InputError as error:
         return str(error)
     except Exception as error:
