@@ -116,6 +116,15 @@ class TrainerConfig:
 
 
 @dataclass
+class TrialConfig:
+    # Set by the searching sweeper (hydra/sweeper=dcutmix_optuna) for each trial's job; null
+    # outside a search. See dcutmix.run.trial.
+    number: int | None = MISSING
+    journal: str | None = MISSING
+    study: str | None = MISSING
+
+
+@dataclass
 class TrainConfig:
     dataset: dict[str, Any] = MISSING
     model: dict[str, Any] = MISSING
@@ -124,6 +133,7 @@ class TrainConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    trial: TrialConfig = field(default_factory=TrialConfig)
     eval_only: bool = MISSING
     ckpt: str | None = MISSING
     sweep_name: str = MISSING
@@ -144,7 +154,7 @@ def _format_number(value: Any) -> str:
 # Overrides already spelled out by the name's fixed parts, or that name the sweep itself. Every
 # other override goes into the name, so that two jobs of one sweep never share a folder.
 _NAME_SKIP = {"mixing", "mixing.k", "mixing.alpha", "trainer.seed", "experiment", "+experiment"}
-_NAME_SKIP_PREFIXES = ("hydra.", "hydra/", "sweep", "+sweep", "sweep_name", "logger")
+_NAME_SKIP_PREFIXES = ("hydra.", "hydra/", "sweep", "+sweep", "sweep_name", "logger", "trial.")
 
 
 def _top_level_items(text: str) -> list[str]:
@@ -170,6 +180,8 @@ def run_name(
             parts.append(f"a{_format_number(float(alpha))}")
     for item in _top_level_items(str(overrides or "")):
         key, _, value = item.partition("=")
+        if key == "trial.number" and value:
+            parts.append(f"trial{value}")  # a search's trial: two trials never share a folder
         if not value or key in _NAME_SKIP or key.startswith(_NAME_SKIP_PREFIXES):
             continue
         # a dict value ({fraction:0.5,by:random}) becomes fraction0.5_byrandom

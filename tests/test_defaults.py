@@ -21,6 +21,7 @@ from dcutmix.config import (
     SchedulerConfig,
     TrainConfig,
     TrainerConfig,
+    TrialConfig,
     mixer_settings,
     register,
 )
@@ -41,14 +42,16 @@ def _names(schema: type) -> set[str]:
     return {f.name for f in dataclasses.fields(schema)}
 
 
-@pytest.mark.parametrize("schema", [*GROUPS.values(), TrainerConfig, TrainConfig])
+@pytest.mark.parametrize("schema", [*GROUPS.values(), TrainerConfig, TrialConfig, TrainConfig])
 def test_the_schema_holds_no_values(schema):
     valued = [
         f.name
         for f in dataclasses.fields(schema)
         if f.default is not MISSING
         and not (f.default is dataclasses.MISSING and f.default_factory in GROUPS.values())
-        and not (f.default is dataclasses.MISSING and f.default_factory is TrainerConfig)
+        and not (
+            f.default is dataclasses.MISSING and f.default_factory in (TrainerConfig, TrialConfig)
+        )
     ]
     assert valued == []
 

@@ -21,6 +21,7 @@ from dcutmix.report.stats import (
     headline_metric,
     varying_settings,
 )
+from dcutmix.store.results import Status
 
 _HEADINGS = {"k": "K", "per_sample": "per-sample"}
 
@@ -187,6 +188,10 @@ def render_report(
             parts.append(proxy_section(proxy, best))
     else:
         parts.append("No run has completed yet.")
+    pruned = [run for run in problems if run.status == Status.PRUNED]
+    problems = [run for run in problems if run.status != Status.PRUNED]
+    if pruned:
+        parts.append(pruned_section(pruned))
     note = excluded_note(problems)
     if note:
         parts.append(note + ".")
@@ -196,6 +201,22 @@ def render_report(
     if plots:
         parts.append("## Plots\n\n" + "\n".join(f"- [{name}]({name})" for name in plots))
     return "\n\n".join(parts) + "\n"
+
+
+def pruned_section(pruned: Sequence[Run]) -> str:
+    """The trials a search's pruner stopped: listed apart, never averaged into a row."""
+    lines = []
+    for run in pruned:
+        r = run.results
+        value = r.get("pruned_value")
+        shown = f"{value:.4g}" if isinstance(value, int | float) else "?"
+        lines.append(
+            f"- `{run.name}`: stopped after epoch {r.get('pruned_epoch', '?')} of "
+            f"{r.get('epochs', '?')}, objective {shown} ({run.path})"
+        )
+    return f"## Pruned by the search ({len(pruned)}; not in the table's means)\n\n" + "\n".join(
+        lines
+    )
 
 
 def not_reproduced_section() -> str:
