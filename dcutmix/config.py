@@ -47,9 +47,14 @@ class MixingConfig:
     per_sample: bool | None = MISSING
     compile: bool = MISSING  # torch.compile the mixer (dcutmix.mixing.compile_mixer)
     # Settings of single modes (null in every other mode's YAML): cutout's square side in pixels,
-    # fmix's spectral decay power, resizemix's [low, high] range of the patch's side scale,
-    # manifold_mixup's hidden layers to mix at (0 = the input).
+    # random_erasing's [low, high] area fractions, smallest aspect ratio, fill (random, mean or a
+    # number) and attempts, fmix's spectral decay power, resizemix's [low, high] range of the
+    # patch's side scale, manifold_mixup's hidden layers to mix at (0 = the input).
     length: int | None = MISSING
+    area: list[float] | None = MISSING
+    aspect: float | None = MISSING
+    fill: Any = MISSING
+    attempts: int | None = MISSING
     decay: float | None = MISSING
     scale: list[float] | None = MISSING
     layers: list[int] | None = MISSING
@@ -58,8 +63,9 @@ class MixingConfig:
 def mixer_settings(mixing: Any) -> dict[str, Any]:
     """build_mixer's keyword arguments from the ``mixing`` config (all but mode and num_classes)."""
     keys = ("k", "alpha", "prob", "per_sample", "length", "decay", "scale", "layers")
+    keys += ("area", "aspect", "fill", "attempts")
     settings = {key: mixing.get(key) for key in keys}
-    for key in ("scale", "layers"):
+    for key in ("scale", "layers", "area"):
         if settings[key] is not None:
             settings[key] = list(settings[key])
     return settings

@@ -216,6 +216,20 @@ def test_a_balanced_subset_is_fixed_and_spread_over_the_classes(synthetic):
     assert torch.bincount(built[0].val.labels, minlength=10).tolist() == [5] * 10
 
 
+def test_the_torch_loader_gives_the_device_loaders_images(synthetic):
+    _, plain, _ = synthetic
+    cfg = {"name": "fashion_mnist", "root": str(plain), "val_subset": 100, **IDENTITY}
+    batches = {
+        loader: list(
+            build_data({**cfg, "loader": loader}, batch_size=50, device=CPU, seed=0).val.epoch(1)
+        )
+        for loader in ("device", "torch")
+    }
+    for (x, y), (x2, y2) in zip(batches["device"], batches["torch"], strict=True):
+        assert x.shape == x2.shape == (50, 1, 28, 28) and torch.equal(y, y2)
+        torch.testing.assert_close(x, x2, atol=1e-6, rtol=0)
+
+
 # --- bad input: one line naming the root or the file ---------------------------------------------
 
 
@@ -366,3 +380,17 @@ def test_the_command_line_stops_before_writing_anything(synthetic, tmp_path):
 def test_bad_settings_are_named(cfg, message):
     with pytest.raises(InputError, match=message):
         parse_dataset({"name": "fashion_mnist", **cfg})
+
+
+def test_the_benchmarks_time_both_loaders_and_the_models_on_the_real_files():
+    require_real_files()
+    from dcutmix.bench.fmnist import run_loader_benchmark, run_model_benchmark
+
+    loaders = run_loader_benchmark(num_images=1024, workers=0, rounds=1)
+    assert loaders["images_per_second_device"] > 0 and loaders["images_per_second_classic"] > 0
+    assert loaders["ratio"] == pytest.approx(
+        loaders["images_per_second_device"] / loaders["images_per_second_classic"]
+    )
+    models = run_model_benchmark(batch_size=8, rounds=1, models=("tiny",))
+    per_epoch = 60_000 // 8 * 8 / models["tiny_images_per_second"] / 60
+    assert models["tiny_epoch_minutes"] == pytest.approx(per_epoch)

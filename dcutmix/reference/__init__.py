@@ -179,8 +179,9 @@ RECIPES = {
 class PublishedResult:
     """A published figure from outside the paper, with where it comes from and what to mind.
 
-    ``model_settings`` are the model knobs a run must have for the figure to apply (e.g. the
-    CIFAR ResNets' ``width`` and ``shortcut``); ``plus_minus`` is the spread the source gives.
+    ``settings`` are the settings a run must have for the figure to apply (the CIFAR ResNets'
+    ``width`` and ``shortcut``, random erasing's ``fill`` and ``attempts``), as the report's flat
+    settings name them; ``plus_minus`` is the spread the source gives.
     """
 
     dataset: str
@@ -190,7 +191,7 @@ class PublishedResult:
     plus_minus: float | None
     release: str
     recipe: str
-    model_settings: tuple[tuple[str, str], ...]
+    settings: tuple[tuple[str, str], ...]
     source: str
     caveat: str
 
@@ -204,7 +205,7 @@ class PublishedResult:
         return RECIPES.get(self.recipe, self.recipe)
 
 
-def _model_settings(text: str) -> tuple[tuple[str, str], ...]:
+def _settings(text: str) -> tuple[tuple[str, str], ...]:
     pairs = [item.partition("=") for item in text.split(";") if item.strip()]
     return tuple((key.strip(), value.strip()) for key, _, value in pairs)
 
@@ -222,7 +223,7 @@ def published_results() -> tuple[PublishedResult, ...]:
             plus_minus=_number(row["plus_minus"], float),
             release=row["dataset_release"],
             recipe=row["recipe"],
-            model_settings=_model_settings(row["model_settings"]),
+            settings=_settings(row["run_settings"]),
             source=row["source"],
             caveat=row["caveat"],
         )
@@ -234,11 +235,11 @@ def find_published(
     dataset: str, model: str, method: str, settings: dict[str, object] | None = None
 ) -> tuple[PublishedResult, ...]:
     """The published figures for a run of ``method`` (``run_method``'s name) on ``dataset`` with
-    ``model``, whose model knobs in ``settings`` are the ones each figure needs."""
+    ``model`` whose ``settings`` (the report's flat settings) are the ones each figure needs."""
     settings = settings or {}
     return tuple(
         result
         for result in published_results()
         if (result.dataset, result.model, result.method) == (dataset, model, method)
-        and all(str(settings.get(key)) == value for key, value in result.model_settings)
+        and all(str(settings.get(key)) == value for key, value in result.settings)
     )

@@ -22,6 +22,7 @@ MODE_ORDER = (
     "dmixup",
     "dcutmix",
     "cutout",
+    "random_erasing",
     "fmix",
     "resizemix",
     "manifold_mixup",
