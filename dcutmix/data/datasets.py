@@ -19,7 +19,7 @@ from dcutmix.data.loaders import (
     pil_transform,
 )
 from dcutmix.data.settings import DatasetSettings, parse_dataset
-from dcutmix.data.subsets import SubsetChoice, choose_subset
+from dcutmix.data.subsets import SUBSET_FILE, SubsetChoice, choose_subset
 from dcutmix.errors import InputError
 
 DIGITS_SPLIT_SEED = 0
@@ -42,12 +42,23 @@ class DataBundle:
     #: the chosen subset (dataset.subset) the train loader draws from, or None for all images
     subset: SubsetChoice | None = None
 
-    def subset_file(self) -> dict[str, Any] | None:
-        """What a subset run keeps in its folder (SUBSET_FILE): the record and the chosen images
-        as indices of the dataset's training split; None without a subset."""
-        if self.subset is None or self.train_index is None:
-            return None
-        return {**self.subset.record, "indices": [int(i) for i in self.train_index]}
+    def subset_file(self) -> tuple[str, dict[str, Any]]:
+        """A subset run's file (name, content): the record and the chosen images as indices of
+        the dataset's training split."""
+        assert self.subset is not None and self.train_index is not None
+        return SUBSET_FILE, {**self.subset.record, "indices": [int(i) for i in self.train_index]}
+
+    def recorded_subset(self) -> dict[str, Any]:
+        """What results.json's config records of the subset (a subset run is another
+        configuration than a full one): ``{"subset": record}``, or nothing."""
+        return {} if self.subset is None else {"subset": self.subset.record}
+
+    def images_per_epoch(self, limit_batches: int | None) -> int:
+        """Training images one epoch draws, with at most ``limit_batches`` batches."""
+        train = self.train
+        if limit_batches is None:
+            return train.num_samples
+        return min(len(train), limit_batches) * train.batch_size
 
     @property
     def bad_images(self) -> int:

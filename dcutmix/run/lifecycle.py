@@ -171,9 +171,7 @@ def build(cfg: DictConfig, dist: Distributed, device: torch.device, mixer: Mixer
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
     mixer.set_num_classes(data.num_classes)
-    config = run_config(cfg, mixer)
-    if data.subset is not None:  # a subset run is another configuration than a full one
-        config["subset"] = data.subset.record
+    config = {**run_config(cfg, mixer), **data.recorded_subset()}
     mixing = compile_mixer(mixer) if cfg.mixing.compile else mixer
     return Built(data, model, mixing, count_parameters(model), config, device, dist)
 
@@ -402,24 +400,15 @@ def running_result(cfg: DictConfig, built: Built, state: RunState) -> RunResult:
         Status.RUNNING, epochs_completed=state.start_epoch - 1, epochs=cfg.trainer.epochs,
         wall_seconds=state.wall_before, num_params=built.num_params, run_name=cfg.run_name,
         config=built.run_config, device=str(built.device), world_size=built.dist.world_size,
-        images_per_epoch=_images_per_epoch(cfg, built),
+        images_per_epoch=built.data.images_per_epoch(cfg.trainer.limit_train_batches),
     )  # fmt: skip
     result.record_errors(state.history)
     return result
 
 
-def _images_per_epoch(cfg: DictConfig, built: Built) -> int:
-    train, limit = built.data.train, cfg.trainer.limit_train_batches
-    return train.num_samples if limit is None else min(len(train), limit) * train.batch_size
-
-
 def fit(f: Fit, logger: Any) -> int:
     """Train the remaining epochs; returns the exit code. Every way out writes its RunResult."""
     f.folder.write_results(f.result)
-    if f.built.data.subset is not None:
-        from dcutmix.data import SUBSET_FILE
-
-        f.folder.write_json(SUBSET_FILE, f.built.data.subset_file())
     b, t = f.built, f.cfg.trainer
     log(
         f"{f.cfg.run_name}: {f.cfg.model.name} ({b.num_params:,} parameters) on "
