@@ -47,9 +47,14 @@ class MixingConfig:
     per_sample: bool | None = MISSING
     compile: bool = MISSING  # torch.compile the mixer (dcutmix.mixing.compile_mixer)
     # Settings of single modes (null in every other mode's YAML): cutout's square side in pixels,
-    # fmix's spectral decay power, resizemix's [low, high] range of the patch's side scale,
-    # manifold_mixup's hidden layers to mix at (0 = the input).
+    # random_erasing's [low, high] area fractions, smallest aspect ratio, fill (random, mean or a
+    # number) and attempts, fmix's spectral decay power, resizemix's [low, high] range of the
+    # patch's side scale, manifold_mixup's hidden layers to mix at (0 = the input).
     length: int | None = MISSING
+    area: list[float] | None = MISSING
+    aspect: float | None = MISSING
+    fill: Any = MISSING
+    attempts: int | None = MISSING
     decay: float | None = MISSING
     scale: list[float] | None = MISSING
     layers: list[int] | None = MISSING
@@ -58,8 +63,9 @@ class MixingConfig:
 def mixer_settings(mixing: Any) -> dict[str, Any]:
     """build_mixer's keyword arguments from the ``mixing`` config (all but mode and num_classes)."""
     keys = ("k", "alpha", "prob", "per_sample", "length", "decay", "scale", "layers")
+    keys += ("area", "aspect", "fill", "attempts")
     settings = {key: mixing.get(key) for key in keys}
-    for key in ("scale", "layers"):
+    for key in ("scale", "layers", "area"):
         if settings[key] is not None:
             settings[key] = list(settings[key])
     return settings
@@ -157,6 +163,17 @@ _NAME_SKIP = {"mixing", "mixing.k", "mixing.alpha", "trainer.seed", "experiment"
 _NAME_SKIP_PREFIXES = ("hydra.", "hydra/", "sweep", "+sweep", "sweep_name", "logger", "trial.")
 
 
+def _top_level_items(text: str) -> list[str]:
+    """``text`` split at the commas outside braces and brackets (a dict or list value's stay)."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"{": 1, "[": 1, "}": -1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return [*items, text[start:]]
+
+
 def run_name(
     mode: str, k: Any, alpha: Any, seed: Any, experiment: Any = None, overrides: Any = ""
 ) -> str:
@@ -167,12 +184,14 @@ def run_name(
             parts.append(f"k{k}")
         if alpha not in (None, "None", "null"):
             parts.append(f"a{_format_number(float(alpha))}")
-    for item in str(overrides or "").split(","):
+    for item in _top_level_items(str(overrides or "")):
         key, _, value = item.partition("=")
         if key == "trial.number" and value:
             parts.append(f"trial{value}")  # a search's trial: two trials never share a folder
         if not value or key in _NAME_SKIP or key.startswith(_NAME_SKIP_PREFIXES):
             continue
+        # a dict value ({fraction:0.5,by:random}) becomes fraction0.5_byrandom
+        value = value.strip("{}").replace(":", "").replace(",", "_")
         parts.append(f"{key.split('.')[-1]}{value}".replace("/", "_").strip("_"))
     parts.append(f"s{seed}")
     return "-".join(parts)

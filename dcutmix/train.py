@@ -65,6 +65,8 @@ def _run_locked(
     if lifecycle.already_completed(cfg, folder, dist):
         return 0
     built = lifecycle.build(cfg, dist, device, mixer)
+    if built.data.subset is not None:  # the chosen images, beside the run's other files
+        folder.write_json(*built.data.subset_file())
     if cfg.eval_only:
         return lifecycle.evaluate_checkpoint(cfg, built, folder)
     training = lifecycle.build_training(cfg, built)

@@ -25,7 +25,7 @@ CONFIG_CASES = [
         ["mixing=dcutmixx"],
         "mixing=dcutmixx: no such mixing option; choose one of cutmix, cutout, dcutmix",
     ),
-    (["model=resnet50"], "model=resnet50: no such model option; choose one of pyramidnet110"),
+    (["model=resnet50"], "model=resnet50: no such model option; choose one of preactresnet18"),
     (["dataset=imagenet"], "dataset=imagenet: no such dataset option; choose one of"),
     (["+sweep=k_ablatoin"], "sweep=k_ablatoin: no such sweep option; choose one of alpha_ablation"),
     (["experiment=c100_pyramidnet110"], "experiment=c100_pyramidnet110: no such experiment option"),

@@ -393,7 +393,7 @@ def test_fake_data_has_the_asked_shape_and_is_fixed():
 @pytest.mark.parametrize(
     ("cfg", "message"),
     [
-        ({"name": "mnist"}, r"^dataset\.name: 'mnist' is unknown; choose one of digits, cifar10"),
+        ({"name": "emnist"}, r"^dataset\.name: 'emnist' is unknown; choose one of digits, cifar10"),
         (
             {"name": "digits", "crop_pad": 4},
             r"^dataset\.crop_pad: not a setting of dataset digits; valid: .*crop_padding",

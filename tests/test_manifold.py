@@ -26,6 +26,8 @@ MODELS = {
         {0: "conv1", 1: "layer2", 2: "layer3", 3: "bn_final"},
     ),
     "resnet18": ({}, {0: "conv1", 1: "layer2", 2: "layer3", 3: "layer4", 4: "avgpool"}),
+    "resnet20": ({}, {0: "conv1", 1: "layer2", 2: "layer3", 3: "avgpool"}),
+    "preactresnet18": ({}, {0: "conv1", 1: "layer2", 2: "layer3", 3: "layer4", 4: "avgpool"}),
 }
 
 

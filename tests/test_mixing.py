@@ -20,6 +20,7 @@ from dcutmix.mixing import (
     NaiveCutMix,
     NaiveMixup,
     NoMix,
+    RandomErasing,
     ResizeMix,
     build_mixer,
 )
@@ -30,11 +31,15 @@ K_IMAGE_MODES = ("naive_mixup", "naive_cutmix", "dmixup", "dcutmix")
 
 
 TWO_IMAGE_MODES = ("mixup", "cutmix", "fmix", "resizemix", "manifold_mixup")
-NO_ALPHA_MODES = ("none", "cutout", "resizemix")
+NO_ALPHA_MODES = ("none", "cutout", "random_erasing", "resizemix")
 
 
 def _k_for(mode: str, k: int) -> int | None:
-    return 2 if mode in TWO_IMAGE_MODES else (None if mode in ("none", "cutout") else k)
+    return (
+        2
+        if mode in TWO_IMAGE_MODES
+        else (None if mode in ("none", "cutout", "random_erasing") else k)
+    )
 
 
 def _build(mode: str, *, alpha: float | None = None, **settings):
@@ -69,6 +74,7 @@ def test_modes_and_classes():
         "dmixup",
         "dcutmix",
         "cutout",
+        "random_erasing",
         "fmix",
         "resizemix",
         "manifold_mixup",
@@ -82,6 +88,7 @@ def test_modes_and_classes():
         DMixup,
         DCutMix,
         Cutout,
+        RandomErasing,
         FMix,
         ResizeMix,
         ManifoldMixup,

@@ -184,6 +184,45 @@ def test_two_sweeps_started_at_once_never_share_a_folder(tmp_path):
     assert pids == {proc.pid for proc in procs}
 
 
+def test_the_fmnist_sweeps_compose_on_their_budgets():
+    """demo_fmnist: the seven demo modes and random_erasing; compare_fmnist: four presets whose
+    300-epoch recipe the sweep shortens (the sweep's settings win over the preset's)."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            primary = compose("train", overrides=["+sweep=demo_fmnist"], return_hydra_config=True)
+            modes = str(primary.hydra.sweeper.params.mixing).split(",")
+            assert modes == [*MIXING_MODES[: MIXING_MODES.index("dcutmix") + 1], "random_erasing"]
+            for mode in modes:
+                job = compose("train", overrides=["+sweep=demo_fmnist", f"mixing={mode}"])
+                assert (job.dataset.name, job.model.name, job.mixing.mode) == (
+                    "fashion_mnist",
+                    "tiny",
+                    mode,
+                )
+                assert (job.dataset.train_subset, job.dataset.val_subset) == (4000, 2000)
+                assert job.dataset.download and job.logger.name == "none"
+                validate(job)
+            primary = compose(
+                "train", overrides=["+sweep=compare_fmnist"], return_hydra_config=True
+            )
+            params = primary.hydra.sweeper.params
+            presets = str(params.experiment).split(",")
+            assert [p.rsplit("_", 1)[1] for p in presets] == ["none", "mixup", "cutmix", "dcutmix"]
+            assert str(params["trainer.seed"]) == "1,2,3"
+            for preset in presets:
+                job = compose("train", overrides=["+sweep=compare_fmnist", f"experiment={preset}"])
+                assert (job.model.name, job.trainer.epochs, job.trainer.batch_size) == (
+                    "resnet20",
+                    4,
+                    128,
+                )
+                assert (job.dataset.train_subset, job.dataset.val_subset) == (3000, 5000)
+                assert job.experiment_name == preset
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def test_the_demo_sweep_composes_all_seven_modes_on_digits():
     GlobalHydra.instance().clear()
     try:

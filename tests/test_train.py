@@ -152,7 +152,7 @@ def _at_epoch_two(run: Path, mode: str) -> subprocess.Popen:
 
 
 # fmix draws Fourier noise from the mixing generator besides the Beta and permutation draws
-RESUME_MODES = ("dcutmix", "fmix")
+RESUME_MODES = ("dcutmix", "fmix", "random_erasing")
 
 
 @pytest.fixture(scope="module")

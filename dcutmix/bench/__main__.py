@@ -1,4 +1,5 @@
-"""Benchmarks that print figures: ``python -m dcutmix.bench {mixing,data,train,report,plan} [--json]``.
+"""Benchmarks that print figures:
+``python -m dcutmix.bench {mixing,data,train,report,plan,fmnist-loaders,fmnist-models} [--json]``.
 
 Each compares against a baseline measured in the same process, interleaved round by round, so a
 busy machine slows both sides alike and the ratios stay meaningful.
@@ -16,9 +17,39 @@ from dcutmix.bench.mixing import bench_mixing, print_mixing
 from dcutmix.bench.timing import warm_allocator
 
 
+def _run_benchmark(what: str, device: torch.device, rounds: int) -> dict:
+    """One of the benchmarks that print a flat dict of figures (all but mixing)."""
+    if what == "data":
+        from dcutmix.bench.data import run_data_benchmark
+
+        return run_data_benchmark(device=str(device))
+    if what == "fmnist-loaders":
+        from dcutmix.bench.fmnist import run_loader_benchmark
+
+        return run_loader_benchmark(rounds=rounds)
+    if what == "fmnist-models":
+        from dcutmix.bench.fmnist import run_model_benchmark
+
+        return run_model_benchmark(rounds=rounds)
+    if what == "plan":
+        from dcutmix.bench.plan import run_plan_benchmark
+
+        return run_plan_benchmark()
+    if what == "report":
+        from dcutmix.bench.report import run_report_benchmark
+
+        return run_report_benchmark()
+    from dcutmix.bench.train import run_train_benchmark
+
+    return run_train_benchmark(device=str(device), rounds=rounds)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dcutmix.bench", description=__doc__)
-    parser.add_argument("what", choices=("mixing", "data", "train", "report", "plan"))
+    parser.add_argument(
+        "what",
+        choices=("mixing", "data", "train", "report", "plan", "fmnist-loaders", "fmnist-models"),
+    )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object instead of a table"
     )
@@ -62,22 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print_mixing(rows)
         return 0
-    if args.what == "data":
-        from dcutmix.bench.data import run_data_benchmark
-
-        result = run_data_benchmark(device=str(devices[-1]))
-    elif args.what == "plan":
-        from dcutmix.bench.plan import run_plan_benchmark
-
-        result = run_plan_benchmark()
-    elif args.what == "report":
-        from dcutmix.bench.report import run_report_benchmark
-
-        result = run_report_benchmark()
-    else:
-        from dcutmix.bench.train import run_train_benchmark
-
-        result = run_train_benchmark(device=str(devices[-1]), rounds=args.rounds)
+    result = _run_benchmark(args.what, devices[-1], args.rounds)
     if args.json:
         print(json.dumps(result))
     else:

@@ -1,5 +1,5 @@
 """Batched image-mixing augmentations: none, Mixup, CutMix, their naive K-image expansions, DMixup,
-DCutMix, and the field's baselines Cutout, FMix, ResizeMix and Manifold Mixup.
+DCutMix, and the field's baselines Cutout, Random Erasing, FMix, ResizeMix and Manifold Mixup.
 
 Tensor code (torch only, no I/O), usable in any training loop::
 
@@ -20,9 +20,9 @@ draws they give the same boxes, pixels and targets as the tensor code (blends to
 which accelerators, ``torch.compile``, autograd and machines without a compiler run instead.
 
 The files: ``plan`` (the plan and its draws), ``apply`` (gate, copies, blends, targets), ``base``
-(``Mixer`` and its checks), one file per family (``two_image``, ``k_image``, ``cutout``, ``fmix``,
-``resizemix``, ``manifold``), ``registry`` (the one list of modes and ``build_mixer``) and
-``native`` (the C kernels and their loader).
+(``Mixer`` and its checks), one file per family (``two_image``, ``k_image``, ``cutout``,
+``random_erasing``, ``fmix``, ``resizemix``, ``manifold``), ``registry`` (the one list of modes
+and ``build_mixer``) and ``native`` (the C kernels and their loader).
 
 May import: torch, and of this project only ``dcutmix.errors`` and (for the kernels' cache)
 ``dcutmix.store.files``. Bad arguments raise ``InputError`` (a ``ValueError``) whose ``key`` names
@@ -34,6 +34,7 @@ from dcutmix.mixing.cutout import Cutout
 from dcutmix.mixing.fmix import FMix
 from dcutmix.mixing.k_image import DCutMix, DMixup, NaiveCutMix, NaiveMixup
 from dcutmix.mixing.manifold import HiddenBlend, ManifoldMixup
+from dcutmix.mixing.random_erasing import RandomErasing
 from dcutmix.mixing.registry import (
     MIXING_MODES,
     MODE_OPTIONS,
@@ -60,6 +61,7 @@ __all__ = [
     "NaiveCutMix",
     "NaiveMixup",
     "NoMix",
+    "RandomErasing",
     "ResizeMix",
     "build_mixer",
     "compile_mixer",

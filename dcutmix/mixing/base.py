@@ -27,7 +27,8 @@ class Mixer:
     - ``k``: how many images are mixed, the anchor included (2 for the two-image modes, 2 to
       ``MAX_K`` for the K-image modes, unset for ``none`` and Cutout).
     - ``alpha``: the concentration of the Beta or Dirichlet draw of the weights (> 0).
-    - ``prob``: the probability that a batch is mixed at all, in [0, 1].
+    - ``prob``: the probability that a batch is mixed at all, in [0, 1] (None: the mode's
+      ``default_prob``, 1 but for random_erasing, where it is each image's probability).
     - ``per_sample``: one draw per image (True) or one for the whole batch (False).
 
     Calling a mixer, ``mixer(images, labels, generator=None)``, returns the mixed (B, C, H, W)
@@ -42,6 +43,7 @@ class Mixer:
     default_k: ClassVar[int | None] = None
     default_alpha: ClassVar[float | None] = 1.0
     default_per_sample: ClassVar[bool] = False
+    default_prob: ClassVar[float] = 1.0
 
     def __init__(
         self,
@@ -49,12 +51,13 @@ class Mixer:
         num_classes: int | None = None,
         k: int | None = None,
         alpha: float | None = None,
-        prob: float = 1.0,
+        prob: float | None = None,
         per_sample: bool | None = None,
     ) -> None:
         self.num_classes = check_num_classes(num_classes)
         self.k = self._check_k(k)
         self.alpha = self._check_alpha(alpha)
+        prob = self.default_prob if prob is None else prob
         if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
             raise InputError("prob", f"must be a number in [0, 1], got {prob!r}")
         self.prob = float(prob)

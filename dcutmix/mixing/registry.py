@@ -14,6 +14,7 @@ from dcutmix.mixing.cutout import Cutout
 from dcutmix.mixing.fmix import FMix
 from dcutmix.mixing.k_image import DCutMix, DMixup, NaiveCutMix, NaiveMixup
 from dcutmix.mixing.manifold import ManifoldMixup
+from dcutmix.mixing.random_erasing import RandomErasing
 from dcutmix.mixing.resizemix import ResizeMix
 from dcutmix.mixing.two_image import CutMix, Mixup, NoMix
 
@@ -30,6 +31,7 @@ _MIXERS: dict[str, type[Mixer]] = {
         DMixup,
         DCutMix,
         Cutout,
+        RandomErasing,
         FMix,
         ResizeMix,
         ManifoldMixup,
@@ -59,7 +61,7 @@ def build_mixer(
     num_classes: int | None = None,
     k: int | None = None,
     alpha: float | None = None,
-    prob: float = 1.0,
+    prob: float | None = None,
     per_sample: bool | None = None,
     layers: tuple[int, ...] | None = None,
     **options: object,
@@ -68,8 +70,8 @@ def build_mixer(
 
     ``num_classes``, ``k``, ``alpha``, ``prob`` and ``per_sample`` are the ``Mixer`` arguments;
     None means the mode's default (each class's docstring names it and the paper the mode comes
-    from). ``options`` are the settings only some modes have (MODE_OPTIONS: length, decay,
-    scale); None means unset. ``layers`` is the hidden-state mixers' (manifold_mixup) list of
+    from). ``options`` are the settings only some modes have (MODE_OPTIONS: length, area,
+    aspect, fill, attempts, decay, scale); None means unset. ``layers`` is the hidden-state mixers' (manifold_mixup) list of
     layers. A bad value raises ``InputError`` (a ``ValueError``) whose ``key`` names the argument.
     """
     if mode not in _MIXERS:

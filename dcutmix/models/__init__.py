@@ -1,4 +1,5 @@
-"""Image classifiers for the mixing experiments: PyramidNet, ResNet-18, WRN-28-10 and a tiny CNN.
+"""Image classifiers for the mixing experiments: PyramidNet, ResNet-18, He et al.'s CIFAR ResNets
+(ResNet-20 to 110), PreAct-ResNet-18, WRN-28-10 and a tiny CNN.
 
 Build one by its config name::
 
@@ -16,16 +17,21 @@ from dcutmix.models.build import (
     count_parameters,
     hidden_layers,
     model_settings,
+    recorded_settings,
 )
+from dcutmix.models.preact_resnet import PreActResNet18
 from dcutmix.models.pyramidnet import PyramidNet
 from dcutmix.models.regularisers import DropBlock
+from dcutmix.models.resnet_cifar import ResNetCifar
 from dcutmix.models.tiny import TinyNet
 from dcutmix.models.wide_resnet import WideResNet
 
 __all__ = [
     "MODEL_NAMES",
     "DropBlock",
+    "PreActResNet18",
     "PyramidNet",
+    "ResNetCifar",
     "TinyNet",
     "WideResNet",
     "build_model",
@@ -34,4 +40,5 @@ __all__ = [
     "hidden_layers",
     "load_authors_state_dict",
     "model_settings",
+    "recorded_settings",
 ]

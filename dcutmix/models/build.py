@@ -10,9 +10,11 @@ from typing import Any
 from torch import nn
 
 from dcutmix.errors import ConfigError
+from dcutmix.models.preact_resnet import PreActResNet18
 from dcutmix.models.pyramidnet import PyramidNet
 from dcutmix.models.regularisers import check_dropblock, check_stochastic_depth
 from dcutmix.models.resnet import resnet18
+from dcutmix.models.resnet_cifar import ResNetCifar
 from dcutmix.models.tiny import TinyNet
 from dcutmix.models.wide_resnet import WideResNet
 
@@ -22,7 +24,11 @@ __all__ = [
     "check_model_config",
     "count_parameters",
     "hidden_layers",
+    "recorded_settings",
 ]
+
+# He et al.'s CIFAR ResNets, one model group each (resnet20 ... resnet110)
+_CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 
 # Each entry's keyword defaults are the published configuration; conf/model/<name>.yaml repeats
 # them so a run's resolved config records every knob.
@@ -30,11 +36,22 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "pyramidnet110": functools.partial(PyramidNet, depth=110, alpha=64, bottleneck=True),
     "pyramidnet200": functools.partial(PyramidNet, depth=200, alpha=240, bottleneck=True),
     "resnet18": resnet18,
+    **{f"resnet{depth}": functools.partial(ResNetCifar, depth=depth) for depth in _CIFAR_DEPTHS},
+    "preactresnet18": PreActResNet18,
     "wrn28_10": functools.partial(WideResNet, depth=28, widen_factor=10, dropout=0.0),
     "tiny": TinyNet,
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+
+# Model knobs that results.json records beside the model's name: the report groups runs by them,
+# and a published figure may need them (Random Erasing's ResNets are width 1, shortcut B). Other
+# models' results.json stay as they were. The depth (which model.depth may change from the
+# name's) and tiny's width tell the candidates of a proxy search (+sweep=nas_proxy) apart.
+_RECORDED: dict[str, tuple[str, ...]] = {
+    **{f"resnet{depth}": ("depth", "width", "shortcut") for depth in _CIFAR_DEPTHS},
+    "tiny": ("width",),
+}
 
 # arguments that come from the data, not from the model's own config group
 _DATA_ARGUMENTS = frozenset({"num_classes", "in_channels"})
@@ -53,6 +70,11 @@ def hidden_layers(name: str) -> tuple[int, ...]:
     model_settings(name)  # names the valid models when ``name`` is not one
     builder = _BUILDERS[name]
     return getattr(builder, "func", builder).hidden_layers
+
+
+def recorded_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The knobs of a model config group that results.json records (see ``_RECORDED``)."""
+    return {key: config.get(key) for key in _RECORDED.get(config.get("name"), ())}
 
 
 def check_model_config(config: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "check_dropblock",
     "check_stochastic_depth",
     "drop_block",
+    "drop_block_with",
     "drop_branch",
     "dropblock_gamma",
     "survival_probabilities",
@@ -142,3 +143,10 @@ def drop_block(x: Tensor, keep_prob: float, block_size: int, training: bool) -> 
     # no host synchronisation: the count stays on the device
     scale = keep.numel() / keep.sum().clamp_min(1.0)
     return x * (keep * scale).to(x.dtype)
+
+
+def drop_block_with(x: Tensor, settings: Mapping[str, Any] | None, training: bool) -> Tensor:
+    """DropBlock with checked settings (``check_dropblock``), or ``x`` itself when they are None."""
+    if settings is None:
+        return x
+    return drop_block(x, settings["keep_prob"], settings["block_size"], training)

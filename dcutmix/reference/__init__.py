@@ -1,8 +1,14 @@
-"""Published top-1 errors of the DCutMix paper, shipped with the package for the report.
+"""Published top-1 errors, shipped with the package for the report.
 
-A row's ``method`` is a mixing mode (``kind`` "mixing") or a regulariser of the model or the
-trainer (``kind`` "regulariser": stochdepth, dropblock, label_smoothing); ``run_method`` names
-the method a run's settings amount to, so a measured row meets its paper row.
+``paper_results.csv``: the DCutMix paper's tables. A row's ``method`` is a mixing mode (``kind``
+"mixing") or a regulariser of the model or the trainer (``kind`` "regulariser": stochdepth,
+dropblock, label_smoothing); ``run_method`` names the method a run's settings amount to, so a
+measured row meets its paper row.
+
+``fmnist_results.csv``: the field's published figures on Fashion-MNIST (Random Erasing's table,
+a rerun of it on the current release, the dataset's benchmark list), each with its source, the
+dataset release it was measured on, the recipe, and the caveat a reader needs beside it. Several
+may match one run (``find_published``).
 """
 
 from __future__ import annotations
@@ -158,3 +164,82 @@ def not_reproduced() -> list[tuple[PaperResult, str]]:
 def reproducible_results() -> tuple[PaperResult, ...]:
     """The paper's rows this framework reproduces (each has an experiment preset)."""
     return tuple(r for r in paper_results() if r.method not in NOT_REPRODUCED)
+
+
+# The recipes the published figures name, in words.
+RECIPES = {
+    "RE": (
+        "Random Erasing's: 300 epochs, batch 128, SGD lr 0.1 x0.1 at epochs 150 and 225, "
+        "momentum 0.9, weight decay 5e-4, crop (padding 4) and flip"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    """A published figure from outside the paper, with where it comes from and what to mind.
+
+    ``settings`` are the settings a run must have for the figure to apply (the CIFAR ResNets'
+    ``width`` and ``shortcut``, random erasing's ``fill`` and ``attempts``), as the report's flat
+    settings name them; ``plus_minus`` is the spread the source gives.
+    """
+
+    dataset: str
+    model: str
+    method: str
+    top1_err: float
+    plus_minus: float | None
+    release: str
+    recipe: str
+    settings: tuple[tuple[str, str], ...]
+    source: str
+    caveat: str
+
+    def label(self) -> str:
+        """The figure as a table cell shows it, e.g. ``4.82 ± 0.04 (current)``."""
+        spread = f" ± {self.plus_minus:.2f}" if self.plus_minus is not None else ""
+        return f"{self.top1_err:.2f}{spread} ({self.release})"
+
+    def recipe_text(self) -> str:
+        """The recipe in words."""
+        return RECIPES.get(self.recipe, self.recipe)
+
+
+def _settings(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = [item.partition("=") for item in text.split(";") if item.strip()]
+    return tuple((key.strip(), value.strip()) for key, _, value in pairs)
+
+
+@cache
+def published_results() -> tuple[PublishedResult, ...]:
+    """Every row of ``fmnist_results.csv``."""
+    text = resources.files(__name__).joinpath("fmnist_results.csv").read_text(encoding="utf-8")
+    return tuple(
+        PublishedResult(
+            dataset=row["dataset"],
+            model=row["model"],
+            method=row["method"],
+            top1_err=float(row["top1_err"]),
+            plus_minus=_number(row["plus_minus"], float),
+            release=row["dataset_release"],
+            recipe=row["recipe"],
+            settings=_settings(row["run_settings"]),
+            source=row["source"],
+            caveat=row["caveat"],
+        )
+        for row in csv.DictReader(io.StringIO(text))
+    )
+
+
+def find_published(
+    dataset: str, model: str, method: str, settings: dict[str, object] | None = None
+) -> tuple[PublishedResult, ...]:
+    """The published figures for a run of ``method`` (``run_method``'s name) on ``dataset`` with
+    ``model`` whose ``settings`` (the report's flat settings) are the ones each figure needs."""
+    settings = settings or {}
+    return tuple(
+        result
+        for result in published_results()
+        if (result.dataset, result.model, result.method) == (dataset, model, method)
+        and all(str(settings.get(key)) == value for key, value in result.settings)
+    )

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dcutmix.reference import not_reproduced
+from dcutmix.report.proxy import PROXY_COLUMNS, ProxyResult, proxy_csv_columns, proxy_section
 from dcutmix.report.runs import Run
 from dcutmix.report.significance import Difference
 from dcutmix.report.stats import (
@@ -67,15 +68,18 @@ def markdown_table(
     """
     varying = varying_settings(rows)
     with_paper = any(row.paper_top1_err is not None for row in rows)
+    with_published = any(row.published for row in rows)
     with_delta = baseline is not None and any(row.difference is not None for row in rows)
     header = [_HEADINGS.get(key, key) for key in varying] + ["n"] + [m.heading for m in metrics]
     numeric = [False] * len(varying) + [True] * (1 + len(metrics))
-    if with_delta:
-        header.append(f"Δ vs {baseline} (95% CI)")
-        numeric.append(True)
-    if with_paper:
-        header.append("paper top-1 err (%)")
-        numeric.append(True)
+    for shown, heading in (
+        (with_delta, f"Δ vs {baseline} (95% CI)"),
+        (with_paper, "paper top-1 err (%)"),
+        (with_published, "published top-1 err (%)"),
+    ):
+        if shown:
+            header.append(heading)
+            numeric.append(True)
     lines = []
     for row in rows:
         cells = [show_value(row.settings.get(key)) for key in varying] + [str(row.n)]
@@ -87,6 +91,8 @@ def markdown_table(
         if with_paper:
             paper = row.paper_top1_err
             cells.append("—" if paper is None else _percent(paper))
+        if with_published:
+            cells.append("; ".join(r.label() for r in row.published) or "—")
         lines.append(cells)
     return format_markdown_table(header, numeric, lines)
 
@@ -146,8 +152,10 @@ def render_report(
     sources: Sequence[str] = (),
     metrics: Sequence[Metric] = METRICS,
     baseline: str | None = None,
+    proxy: Sequence[ProxyResult] = (),
 ) -> str:
-    """The whole Markdown report: table, fixed settings, problem runs and links to plots."""
+    """The whole Markdown report: table, fixed settings, the proxy search (when subset and full
+    runs are both present), problem runs and links to plots."""
     sweeps = _sweep_names(rows)
     title = "# dcutmix report" + (f": {', '.join(sweeps)}" if sweeps else "")
     parts = [title]
@@ -169,9 +177,15 @@ def render_report(
             )
         if baseline is not None and any(row.difference is not None for row in rows):
             parts.append(significance_note(baseline, best))
+        if any(row.published for row in rows):
+            parts.append(PUBLISHED_NOTE)
         parts.append(markdown_table(rows, best, metrics, baseline))
         if any(row.paper_top1_err is not None for row in rows):
             parts.append(not_reproduced_section())
+        if any(row.published for row in rows):
+            parts.append(published_section(rows))
+        if proxy:
+            parts.append(proxy_section(proxy, best))
     else:
         parts.append("No run has completed yet.")
     pruned = [run for run in problems if run.status == Status.PRUNED]
@@ -215,6 +229,25 @@ def not_reproduced_section() -> str:
     return "## Paper rows not reproduced here\n\n" + "\n".join(lines)
 
 
+PUBLISHED_NOTE = (
+    "published: top-1 errors published outside the paper for the same dataset, model and method, "
+    "each with the release of the dataset it was measured on (2017: the first release, whose "
+    "train and test sets shared images); their sources, recipes and caveats are listed below "
+    "the table. A run with a shorter schedule or on a subset is not comparable to them."
+)
+
+
+def published_section(rows: Sequence[Row]) -> str:
+    """Each published figure the table shows: its source, recipe and caveat."""
+    shown = dict.fromkeys(result for row in rows for result in row.published)
+    lines = [
+        f"- {r.dataset}, {r.model}, {r.method}: {r.label()}. Source: {r.source}. "
+        f"Recipe: {r.recipe_text()}. Caveat: {r.caveat}."
+        for r in shown
+    ]
+    return "## Published figures beside the table\n\n" + "\n".join(lines)
+
+
 def significance_note(baseline: str, best: bool) -> str:
     """The sentence under the report's title that says what the Δ column holds."""
     which = "best" if best else "last"
@@ -228,13 +261,21 @@ def significance_note(baseline: str, best: bool) -> str:
 SIGNIFICANCE_COLUMNS = ("delta_vs_baseline", "delta_ci95_low", "delta_ci95_high", "p_value")
 
 
-def results_csv(rows: Sequence[Row], metrics: Sequence[Metric] = METRICS) -> str:
-    """One line per configuration: settings, n, metric means and stds, paper, baseline delta."""
+def results_csv(
+    rows: Sequence[Row], metrics: Sequence[Metric] = METRICS, proxy: Sequence[ProxyResult] = ()
+) -> str:
+    """One line per configuration: settings, n, metric means and stds, paper, baseline delta, and
+    with subset runs the proxy search's columns of the row's subset kind."""
     varying = varying_settings(rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     stat_columns = [f"{m.name}_{part}" for m in metrics for part in ("mean", "std")]
-    writer.writerow([*varying, "n", *stat_columns, "paper_top1_err", *SIGNIFICANCE_COLUMNS])
+    with_published = any(row.published for row in rows)
+    published_column = ["published_top1_err"] if with_published else []
+    published_column += list(PROXY_COLUMNS) if proxy else []
+    writer.writerow(
+        [*varying, "n", *stat_columns, "paper_top1_err", *SIGNIFICANCE_COLUMNS, *published_column]
+    )
     for row in rows:
         stats = []
         for m in metrics:
@@ -243,9 +284,12 @@ def results_csv(rows: Sequence[Row], metrics: Sequence[Metric] = METRICS) -> str
         settings = [_csv_value(row.settings.get(key)) for key in varying]
         d = row.difference
         significance = [d.delta, d.low, d.high, d.p_value] if d else [None] * 4
+        published = [";".join(f"{r.top1_err:g}" for r in row.published)] if with_published else []
         writer.writerow(
             [*settings, row.n, *stats, _csv_value(row.paper_top1_err)]
             + [_csv_value(value) for value in significance]
+            + published
+            + ([_csv_value(v) for v in proxy_csv_columns(row.settings, proxy)] if proxy else [])
         )
     return buffer.getvalue()
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dcutmix.reference import find_paper_result
+from dcutmix.reference import PublishedResult, find_paper_result, find_published, run_method
 from dcutmix.report.runs import Run, _number, human_duration
 from dcutmix.report.significance import Difference, baseline_differences
 from dcutmix.store.results import Status
@@ -22,6 +22,7 @@ MODE_ORDER = (
     "dmixup",
     "dcutmix",
     "cutout",
+    "random_erasing",
     "fmix",
     "resizemix",
     "manifold_mixup",
@@ -67,6 +68,8 @@ class Row:
     paper_top1_err: float | None
     # The headline metric's difference from the baseline row (see compare_with_baseline).
     difference: Difference | None = None
+    # Figures published outside the paper for the same dataset, model and method.
+    published: tuple[PublishedResult, ...] = ()
 
     @property
     def n(self) -> int:
@@ -151,6 +154,19 @@ def _paper_top1_err(settings: dict[str, Any]) -> float | None:
     return found.top1_err if found else None
 
 
+def _published(settings: dict[str, Any]) -> tuple[PublishedResult, ...]:
+    dataset, model, mode = settings.get("dataset"), settings.get("model"), settings.get("mode")
+    if not all(isinstance(value, str) for value in (dataset, model, mode)):
+        return ()
+    method = run_method(
+        mode,
+        stochastic_depth=settings.get("stochastic_depth"),
+        dropblock=settings.get("dropblock.keep_prob", settings.get("dropblock")),
+        label_smoothing=settings.get("label_smoothing"),
+    )
+    return find_published(dataset, model, method, settings)
+
+
 def setting_rank(key: str) -> tuple[int, str]:
     return (SETTING_ORDER.index(key), "") if key in SETTING_ORDER else (len(SETTING_ORDER), key)
 
@@ -192,6 +208,7 @@ def summarise(
             runs=members,
             stats={metric.name: _stat(metric.read(run) for run in members) for metric in metrics},
             paper_top1_err=_paper_top1_err(dict(key)),
+            published=_published(dict(key)),
         )
         for key, members in groups.items()
     ]

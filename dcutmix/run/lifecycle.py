@@ -108,10 +108,13 @@ def already_completed(cfg: DictConfig, folder: RunFolder, dist: Distributed) -> 
 
 def run_config(cfg: DictConfig, mixer: Mixer) -> dict:
     """The settings a report groups by, as stored in results.json; ``mixer`` is the run's."""
+    from dcutmix.models import recorded_settings
+
     m = cfg.mixing
     return {
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
+        **recorded_settings(OmegaConf.to_container(cfg.model, resolve=True)),
         "mixing": {
             "mode": m.mode,
             "k": mixer.k,
@@ -168,7 +171,7 @@ def build(cfg: DictConfig, dist: Distributed, device: torch.device, mixer: Mixer
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
     mixer.set_num_classes(data.num_classes)
-    config = run_config(cfg, mixer)
+    config = {**run_config(cfg, mixer), **data.recorded_subset()}
     mixing = compile_mixer(mixer) if cfg.mixing.compile else mixer
     return Built(data, model, mixing, count_parameters(model), config, device, dist)
 
@@ -397,6 +400,7 @@ def running_result(cfg: DictConfig, built: Built, state: RunState) -> RunResult:
         Status.RUNNING, epochs_completed=state.start_epoch - 1, epochs=cfg.trainer.epochs,
         wall_seconds=state.wall_before, num_params=built.num_params, run_name=cfg.run_name,
         config=built.run_config, device=str(built.device), world_size=built.dist.world_size,
+        images_per_epoch=built.data.images_per_epoch(cfg.trainer.limit_train_batches),
     )  # fmt: skip
     result.record_errors(state.history)
     return result

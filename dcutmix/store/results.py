@@ -90,6 +90,8 @@ class RunResult:
     val_loss_last: float | None = None
     wall_seconds: float = 0.0
     num_params: int | None = None
+    # Training images one epoch draws (a subset run's fewer): the proxy search's cost in images.
+    images_per_epoch: int = _ABSENT
     error: str | None = None
     hostname: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
