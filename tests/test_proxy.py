@@ -35,18 +35,10 @@ from dcutmix.data.subsets import SubsetSettings
 from dcutmix.errors import InputError
 from dcutmix.report.proxy import kendall_tau, proxy_results, proxy_section, spearman_rho
 from dcutmix.report.runs import Run
+from tests.helpers.provided import require
 
 TINY = ["model=tiny", "model.width=4", "trainer.batch_size=64", "trainer.epochs=1"]
 DIGITS = {"name": "digits"}
-
-
-def require(what: bool, missing_reason: str) -> None:
-    """Fail under CI=true (CI installs what the test needs), else skip, when ``what`` is missing."""
-    if what:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(missing_reason)
-    pytest.skip(missing_reason)
 
 
 # --- choosing a subset ---------------------------------------------------------------------------
@@ -212,7 +204,10 @@ def test_bad_uncertainty_inputs_are_one_line_and_write_nothing(scored_run, tmp_p
 def test_real_fashion_mnist_subsets_keep_every_class():
     from dcutmix.data import mnist
 
-    require(mnist.locate("fashion_mnist", None) is not None, "Fashion-MNIST files not installed")
+    missing = (
+        None if mnist.locate("fashion_mnist", None) else "apt-get install dataset-fashion-mnist"
+    )
+    require("the Fashion-MNIST files", missing)
     dataset = {"name": "fashion_mnist", "train_subset": 700, "val_subset": 100}
     chosen = {"fraction": 0.2, "by": "random", "rule": "per_class"}
     data = build_data({**dataset, "subset": chosen}, batch_size=10, device="cpu", seed=3)
@@ -233,7 +228,8 @@ def test_real_fashion_mnist_subsets_keep_every_class():
     ],
 )  # fmt: skip
 def test_tau_and_rho_match_scipy(x, y):
-    stats = pytest.importorskip("scipy.stats")
+    from scipy import stats  # an independent implementation (scikit-learn depends on scipy)
+
     assert kendall_tau(x, y) == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
     assert spearman_rho(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
 
