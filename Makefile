@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,search]'
 	touch $(STAMP)
 
+# Ends with the count of skipped tests by reason; under CI=true a skip for any reason but
+# "needs CUDA" fails it (tests/helpers/skips.py).
 test: install
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 

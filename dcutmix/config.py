@@ -122,6 +122,15 @@ class TrainerConfig:
 
 
 @dataclass
+class TrialConfig:
+    # Set by the searching sweeper (hydra/sweeper=dcutmix_optuna) for each trial's job; null
+    # outside a search. See dcutmix.run.trial.
+    number: int | None = MISSING
+    journal: str | None = MISSING
+    study: str | None = MISSING
+
+
+@dataclass
 class TrainConfig:
     dataset: dict[str, Any] = MISSING
     model: dict[str, Any] = MISSING
@@ -130,6 +139,7 @@ class TrainConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    trial: TrialConfig = field(default_factory=TrialConfig)
     eval_only: bool = MISSING
     ckpt: str | None = MISSING
     sweep_name: str = MISSING
@@ -150,7 +160,18 @@ def _format_number(value: Any) -> str:
 # Overrides already spelled out by the name's fixed parts, or that name the sweep itself. Every
 # other override goes into the name, so that two jobs of one sweep never share a folder.
 _NAME_SKIP = {"mixing", "mixing.k", "mixing.alpha", "trainer.seed", "experiment", "+experiment"}
-_NAME_SKIP_PREFIXES = ("hydra.", "hydra/", "sweep", "+sweep", "sweep_name", "logger")
+_NAME_SKIP_PREFIXES = ("hydra.", "hydra/", "sweep", "+sweep", "sweep_name", "logger", "trial.")
+
+
+def _top_level_items(text: str) -> list[str]:
+    """``text`` split at the commas outside braces and brackets (a dict or list value's stay)."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"{": 1, "[": 1, "}": -1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return [*items, text[start:]]
 
 
 def run_name(
@@ -163,10 +184,14 @@ def run_name(
             parts.append(f"k{k}")
         if alpha not in (None, "None", "null"):
             parts.append(f"a{_format_number(float(alpha))}")
-    for item in str(overrides or "").split(","):
+    for item in _top_level_items(str(overrides or "")):
         key, _, value = item.partition("=")
+        if key == "trial.number" and value:
+            parts.append(f"trial{value}")  # a search's trial: two trials never share a folder
         if not value or key in _NAME_SKIP or key.startswith(_NAME_SKIP_PREFIXES):
             continue
+        # a dict value ({fraction:0.5,by:random}) becomes fraction0.5_byrandom
+        value = value.strip("{}").replace(":", "").replace(",", "_")
         parts.append(f"{key.split('.')[-1]}{value}".replace("/", "_").strip("_"))
     parts.append(f"s{seed}")
     return "-".join(parts)

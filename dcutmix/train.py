@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dcutmix.config import CONF_DIR, build_checked_mixer, register, resolve_device, validate
 from dcutmix.errors import InputError, one_line
@@ -24,6 +24,7 @@ from dcutmix.mixing import Mixer
 from dcutmix.run import lifecycle
 from dcutmix.run.distributed import Distributed
 from dcutmix.run.progress import log
+from dcutmix.run.trial import SearchTrial
 from dcutmix.store.files import atomic_write_json, read_json
 from dcutmix.store.results import RunResult, Status, now_iso
 from dcutmix.store.run_folder import RESULTS_FILE, RunFolder, find_run_folders
@@ -64,14 +65,21 @@ def _run_locked(
     if lifecycle.already_completed(cfg, folder, dist):
         return 0
     built = lifecycle.build(cfg, dist, device, mixer)
+    if built.data.subset is not None:  # the chosen images, beside the run's other files
+        folder.write_json(*built.data.subset_file())
     if cfg.eval_only:
         return lifecycle.evaluate_checkpoint(cfg, built, folder)
     training = lifecycle.build_training(cfg, built)
     state = lifecycle.resume(folder, built, training)
+    # A search's trial: its journal opened (and caught up with the history) before training.
+    trial = SearchTrial.open(cfg.trial) if dist.is_main else None
+    if trial is not None:
+        trial.catch_up(state.history, cfg.objective)
     engine = lifecycle.make_engine(cfg, built, training)
     logger = lifecycle.start_logger(cfg, run_dir, built, state.history) if dist.is_main else None
     result = lifecycle.running_result(cfg, built, state)
-    return lifecycle.fit(lifecycle.Fit(cfg, folder, built, training, engine, state, result), logger)
+    fit = lifecycle.Fit(cfg, folder, built, training, engine, state, result, trial)
+    return lifecycle.fit(fit, logger)
 
 
 def task(cfg: DictConfig) -> float:
@@ -134,6 +142,8 @@ class SweepSummary(Callback):
                 "command": sys.argv[1:],
                 "cwd": os.getcwd(),
                 "launcher": config.hydra.launcher.get("_target_"),
+                # how many jobs the sweep will launch, so status can count those never submitted
+                "planned_jobs": _planned_jobs(config),
             },
         )
 
@@ -151,13 +161,38 @@ class SweepSummary(Callback):
         total = sum(len(v) for v in statuses.values())
         counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(statuses.items()))
         log(f"sweep {config.sweep_name}: {total} jobs: {counts}; folder {sweep_dir}")
-        failed = {k: v for k, v in statuses.items() if k != Status.COMPLETED}
-        for status, jobs in failed.items():
+        # A trial its search pruned ended as asked: listed, but no failure.
+        failed = {k: v for k, v in statuses.items() if k not in (Status.COMPLETED, Status.PRUNED)}
+        for status, jobs in {**failed, Status.PRUNED: statuses.get(Status.PRUNED, [])}.items():
             for job in jobs:
                 log(f"  {status}: {job}")
         if failed:
             log(f"summarise with: dcutmix-report {sweep_dir}")
             _exit_code = max(_exit_code, 1)
+
+
+def _planned_jobs(config: DictConfig) -> int | None:
+    """A search's trials, or the product of a grid's value counts; None when unknown."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweeper = config.hydra.sweeper
+    trials = sweeper.get("n_trials")
+    sampler = str(OmegaConf.select(sweeper, "sampler._target_", default=""))
+    if trials is not None and not sampler.endswith("GridSampler"):
+        return int(trials)
+    params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+    try:
+        parsed = OverridesParser.create().parse_overrides(
+            params + list(config.hydra.overrides.task)
+        )
+        keyed = {o.get_key_element(): o for o in parsed}
+        total = 1
+        for o in keyed.values():
+            if o.is_sweep_override():
+                total *= len(list(o.sweep_string_iterator()))
+    except Exception:
+        return None if trials is None else int(trials)
+    return total if trials is None else min(int(trials), total)
 
 
 _NO_PRECHECK_FLAGS = {

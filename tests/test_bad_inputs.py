@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from dcutmix.config import REPO_ROOT
 from dcutmix.errors import ConfigError
 from dcutmix.sweep.precheck import precheck
 from tests.helpers.bad_config import SEMANTIC_CASES
+from tests.helpers.provided import require
 from tests.helpers.runs import cli, read_results
 
 # (command-line overrides, the start of the message); each is checked by composing and validating
@@ -94,9 +98,9 @@ def test_bad_config_values(overrides, message):
     assert "\n" not in problem
 
 
-def test_cuda_requested_without_cuda():
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+def test_cuda_requested_without_cuda(monkeypatch):
+    # Runs on a CUDA machine too, as one where torch finds no GPU.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert precheck(["trainer.device=cuda"]).startswith(
         "trainer.device: cuda was requested but CUDA is not available here; use auto or cpu"
     )
@@ -195,15 +199,44 @@ def test_checkpoint_for_another_model_is_one_line(train_in_process, tmp_path):
         )
 
 
-@pytest.mark.skipif(
-    os.geteuid() == 0, reason="root can write anywhere; permissions cannot be tested as root"
-)
+def _as_bound_by_permissions(command: list[str]) -> list[str]:
+    """``command`` as a process that file permissions bind, even when the tests run as root.
+
+    Root keeps its user id (the interpreter and the code may sit under root's own folders) but
+    starts the command without the capabilities that override permissions, as setpriv does.
+    """
+    if os.geteuid() != 0:
+        return command
+    setpriv = shutil.which("setpriv")
+    require(
+        "setpriv (util-linux), to test permissions as root",
+        None if setpriv else "no setpriv on PATH; apt-get install util-linux",
+    )
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner", "--", *command]
+
+
 def test_unwritable_output_folder_is_reported_before_training(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
-    result = cli([f"hydra.run.dir={locked / 'run'}", "logger=none"])
-    assert result.returncode != 0
+    command = [sys.executable, "-m", "dcutmix.train", f"hydra.run.dir={locked / 'run'}"]
+    result = subprocess.run(
+        _as_bound_by_permissions([*command, "logger=none"]),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
+            "PYTHONDONTWRITEBYTECODE": "1",  # the unprivileged run may not write __pycache__
+        },
+    )
+    assert result.returncode == 2, result.stderr
+    assert _error_lines(result.stderr) == [
+        f"error: hydra.run.dir: cannot write to {locked / 'run'}: no write permission on {locked}"
+    ], result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(locked.iterdir()) == []
 
 
 def test_output_folder_blocked_by_a_file_is_reported(tmp_path, train_in_process):
@@ -227,8 +260,12 @@ def small_mount(tmp_path):
             capture_output=True,
             text=True,
         )
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+        require(
+            "a tmpfs mount (root, in a container that allows mount)",
+            None
+            if done.returncode == 0
+            else f"mount refused: {done.stderr.strip() or done.returncode}",
+        )
         mounted.append(point)
         return point
 

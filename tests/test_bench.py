@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import mmap
+
 import pytest
 import torch
 
 from dcutmix.bench.mixing import bench_mixing, image_mixers
-from dcutmix.bench.timing import timed_rounds
+from dcutmix.bench.timing import page_faults, timed_rounds
 from dcutmix.mixing import MIXING_MODES
 
 
@@ -30,9 +32,36 @@ def test_mixing_table_has_every_registered_image_mode_with_its_defaults():
     assert all(r["ms"] > 0 and r["x_clone"] > 0 for r in rows)
 
 
-def test_mixing_rows_count_page_faults():
+PAGE = mmap.PAGESIZE
+
+
+def _touch_fresh_pages(pages: int) -> None:
+    """Map ``pages`` new anonymous pages and write one byte to each: one minor fault per page."""
+    memory = mmap.mmap(-1, pages * PAGE)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        memory.madvise(mmap.MADV_NOHUGEPAGE)  # one fault per 4 KiB page, not per huge page
+    for page in range(pages):
+        memory[page * PAGE] = 1
+    memory.close()
+
+
+@pytest.mark.parametrize("pages", [64, 256])
+def test_page_faults_counts_the_fresh_pages_one_call_touches(pages):
+    # Each call maps and touches ``pages`` new pages; the count is per call, not for all three,
+    # and counts this process's minor faults (a wrong counter reads 0 or three times as many).
+    faults = page_faults(lambda _: _touch_fresh_pages(pages), calls=3)
+    assert pages <= faults <= pages + 32, faults
+
+
+def test_page_faults_of_a_call_that_maps_nothing_are_near_zero():
+    kept = bytearray(64 * PAGE)
+    assert page_faults(lambda _: kept.__setitem__(0, 1), calls=3) < 8
+
+
+def test_mixing_rows_carry_the_page_faults_of_each_mode_and_of_the_clone():
     rows = bench_mixing(torch.device("cpu"), rounds=1, sizes=(32,))
-    assert all(r["page_faults"] >= 0 and r["clone_page_faults"] >= 0 for r in rows)
+    assert all(isinstance(r["page_faults"], float) for r in rows)
+    assert len({r["clone_page_faults"] for r in rows}) == 1  # one clone measured per table
 
 
 @pytest.mark.slow

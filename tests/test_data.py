@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from dcutmix.data import (
     parse_dataset,
     pil_transform,
 )
+from dcutmix.data.settings import CIFAR_MEAN, CIFAR_STD
 from dcutmix.errors import ConfigError
 from tests.helpers.cifar import write_cifar10, write_cifar100
 
@@ -477,9 +480,52 @@ def test_classic_loader_yields_normalised_crops_of_its_images():
     )
 
 
-def test_data_benchmark_reports_both_loaders():
-    result = run_data_benchmark(num_images=512, batch_size=64, workers=0, rounds=1)
-    assert result["images_per_second_device"] > 0 and result["images_per_second_classic"] > 0
-    assert result["ratio"] == pytest.approx(
-        result["images_per_second_device"] / result["images_per_second_classic"]
+def _images_per_second(epochs: dict, rounds: int = 3) -> dict[str, float]:
+    """Images/s of each ``epochs`` function (it returns the images it yielded), timed here.
+
+    The functions alternate round by round and each keeps its median, so a machine that gets
+    busier during the test slows both alike.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in epochs}
+    for _ in range(rounds):
+        for name, epoch in epochs.items():
+            start = time.perf_counter()
+            images = epoch()
+            samples[name].append(images / (time.perf_counter() - start))
+    return {name: statistics.median(rates) for name, rates in samples.items()}
+
+
+@pytest.fixture
+def one_thread():
+    """Time on one thread: threads of torch that spin-wait on a busy machine make rates erratic."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_data_benchmark_reports_the_rates_and_ratio_an_independent_timing_finds(one_thread):
+    num_images, batch_size = 2048, 64
+    result = run_data_benchmark(num_images=num_images, batch_size=batch_size, workers=0, rounds=3)
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (num_images, 3, 32, 32), generator=generator, dtype=torch.uint8)
+    labels = torch.randint(0, 100, (num_images,), generator=generator)
+    device_loader = DeviceLoader(
+        images, labels, batch_size=batch_size, device=torch.device("cpu"), mean=CIFAR_MEAN,
+        std=CIFAR_STD, shuffle=True, crop_padding=4, hflip=True, drop_last=True,
+    )  # fmt: skip
+    classic = classic_cifar_loader(
+        images.permute(0, 2, 3, 1).numpy(), labels.tolist(), batch_size=batch_size, num_workers=0
     )
+    rates = _images_per_second(
+        {
+            "device": lambda: sum(len(y) for _, y in device_loader.epoch(0)),
+            "classic": lambda: sum(len(y) for _, y in classic),
+        }
+    )
+    # Timings differ from run to run, but not by a factor of 4: a rate per batch rather than per
+    # image, or a ratio turned upside down (the device loader is several times faster), would.
+    assert rates["device"] > 2 * rates["classic"], rates
+    for name in ("device", "classic"):
+        assert 1 / 4 < result[f"images_per_second_{name}"] / rates[name] < 4, (result, rates)
+    assert 1 / 3 < result["ratio"] / (rates["device"] / rates["classic"]) < 3, (result, rates)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from torch import nn
 
-from dcutmix.config import resolve_milestones
+from dcutmix.config import REPO_ROOT, resolve_milestones
 from dcutmix.mixing import build_mixer
 from dcutmix.run.engine import Diverged, Engine, EpochState, LRSchedule
 from dcutmix.run.seeding import derived_seed
@@ -39,9 +42,31 @@ def test_cosine_schedule_with_warmup():
     assert schedule.lr_at(99) > 0.1 and schedule.lr_at(100) == pytest.approx(0.1)
 
 
-def test_derived_seeds_are_stable_and_distinct():
-    assert derived_seed(1, 2, 3) == derived_seed(1, 2, 3)
+def test_derived_seeds_differ_when_any_part_differs():
+    base = (7, 3, 11, 0, 1)  # seed, epoch, step, rank, purpose
+    seed = derived_seed(*base)
+    assert 0 <= seed < 2**63
+    for i in range(len(base)):
+        changed = list(base)
+        changed[i] += 1
+        assert derived_seed(*changed) != seed, f"part {i} is ignored"
+    assert derived_seed(3, 7, 11, 0, 1) != seed  # the parts' order counts
+    assert derived_seed(*base, 0) != seed  # and their number
     assert len({derived_seed(0, e, s) for e in range(5) for s in range(50)}) == 250
+
+
+def test_derived_seeds_are_the_same_in_another_process():
+    # A seed resumed in a new process (or computed on another rank) must be the same number:
+    # nothing like Python's per-process hash() may enter it.
+    here = [derived_seed(0, e, s, 1) for e in range(3) for s in range(3)]
+    there = subprocess.run(
+        [sys.executable, "-c",
+         "from dcutmix.run.seeding import derived_seed; "
+         "print([derived_seed(0, e, s, 1) for e in range(3) for s in range(3)])"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=120,
+        env={**os.environ, "PYTHONHASHSEED": "random"},
+    ).stdout  # fmt: skip
+    assert there.strip() == str(here)
 
 
 def _engine(policy: str) -> Engine:

@@ -2,13 +2,13 @@
 the default search, the downloader's layout, every bad file named in one line, and a run.
 
 Tests on the real files need Debian's dataset-fashion-mnist: under CI=true they fail without it,
-elsewhere they skip with one reason line. The others write full-size synthetic sets.
+elsewhere they skip with one reason line (tests/helpers/provided.py). The others write full-size
+synthetic sets.
 """
 
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 from pathlib import Path
 
@@ -28,26 +28,22 @@ from tests.helpers.idx import (
     synthetic_set,
     write_idx,
 )
+from tests.helpers.provided import require
 from tests.helpers.runs import cli, read_results
 
 CPU = torch.device("cpu")
 IDENTITY = {"mean": [0.0], "std": [1.0], "augment": False, "drop_last": False}
 
 
-def require(what: Path | bool, missing_reason: str) -> None:
-    """Fail under CI=true (CI installs what the test needs), else skip, when ``what`` is missing."""
-    present = what.exists() if isinstance(what, Path) else bool(what)
-    if present:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(missing_reason)
-    pytest.skip(missing_reason)
-
-
 def require_real_files() -> Path:
+    complete = all(
+        (DEBIAN_FASHION_MNIST / f"{name}.gz").is_file() for pair in NAMES.values() for name in pair
+    )
     require(
-        all((DEBIAN_FASHION_MNIST / f"{n}.gz").is_file() for pair in NAMES.values() for n in pair),
-        f"needs Debian's dataset-fashion-mnist in {DEBIAN_FASHION_MNIST} (apt-get install dataset-fashion-mnist)",
+        "the Fashion-MNIST files",
+        None
+        if complete
+        else f"none in {DEBIAN_FASHION_MNIST}; apt-get install dataset-fashion-mnist",
     )
     return DEBIAN_FASHION_MNIST
 

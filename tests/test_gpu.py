@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,9 +14,10 @@ import torch
 from dcutmix.bench.gpu_check import EXIT_NO_GPU, _parse, gpu_test_files
 from dcutmix.bench.gpu_pipelines import authors_style_dcutmix
 from dcutmix.config import REPO_ROOT
+from tests.helpers.provided import NEEDS_CUDA
 from tests.helpers.runs import read_metrics, read_results
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason=NEEDS_CUDA)
 
 
 @pytest.mark.gpu
@@ -62,14 +64,14 @@ def test_gpu_test_files_are_the_files_with_gpu_marked_tests():
 
 
 def test_without_cuda_it_says_so_in_one_line_and_exits_3():
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+    # On a CUDA machine too: with no device visible, torch finds none.
     proc = subprocess.run(
         [sys.executable, "-m", "dcutmix.bench.gpu_check", "--quick"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
     )
     assert proc.returncode == EXIT_NO_GPU
     assert proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1

@@ -1,13 +1,16 @@
 """SIGKILL a short run at 20 moments from start-up to its end: every rerun resumes, no checkpoint is
 ever left partial, and the finished metrics are those of a run that was never interrupted.
 
-Moments are events in the run folder (a file created, renamed into place or closed after writing),
-seen through Linux inotify so that a kill lands within microseconds of the event: for instance
-while ``checkpoints/.last.pt.<random>.tmp`` is being written.
+Moments are events, never delays: a file in the run folder created, renamed into place or closed
+after writing, or a line of the run's log (its progress lines), seen through Linux inotify. The
+run shares one CPU with the watching test, which waits at real-time priority: when an event wakes
+it, the run cannot take another step before the kill, so it lands at the event itself, for
+instance while ``checkpoints/.last.pt.<random>.tmp`` is still empty.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -25,18 +28,26 @@ import pytest
 from dcutmix.config import REPO_ROOT
 from dcutmix.errors import ConfigError
 from dcutmix.run.checkpoint import load_file
+from tests.helpers.provided import require
 from tests.helpers.runs import read_metrics, read_results
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="watches files with inotify"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _inotify():
+    require(
+        "Linux's inotify, to watch the run folder",
+        None if sys.platform.startswith("linux") else f"this is {sys.platform}",
+    )
+
 
 EPOCHS = 3
 RUN = [
     f"trainer.epochs={EPOCHS}",
     "trainer.batch_size=32",
     "trainer.limit_train_batches=8",
+    "trainer.log_every=2",  # progress lines "epoch E step 2/8", 4/8 and 6/8: events inside epochs
     "logger=none",
     "trainer.device=cpu",
 ]
@@ -46,7 +57,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 ENV.pop("HYDRA_FULL_ERROR", None)
 PROCESS_TIMEOUT = 180.0
 
-_IN_CLOSE_WRITE, _IN_MOVED_TO, _IN_CREATE = 0x8, 0x80, 0x100
+_IN_MODIFY, _IN_CLOSE_WRITE, _IN_MOVED_TO, _IN_CREATE = 0x2, 0x8, 0x80, 0x100
 _EVENT_HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
 
 
@@ -55,8 +66,10 @@ def _temporary_of(name: str, target: str) -> bool:
     return name.startswith(f".{target}.") and name.endswith(".tmp")
 
 
-# What the trainer does to its folder, as (folder, file name test, inotify event).
+# What the trainer does to its folder, as (folder, file name test, inotify event). "line" events
+# are lines of the run's log (see Moment.text).
 EVENTS = {
+    "hydra": (".hydra", lambda name: name == "overrides.yaml", _IN_CLOSE_WRITE),
     "results": ("run", lambda name: name == "results.json", _IN_MOVED_TO),
     "row": ("run", lambda name: name == "metrics.jsonl", _IN_CLOSE_WRITE),
     "metrics_rewrite": ("run", lambda name: name.startswith(".metrics.jsonl."), _IN_CREATE),
@@ -76,7 +89,7 @@ class FolderEvents:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
         self.keys: dict[int, str] = {}
         for key, folder in folders.items():
-            mask = _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
+            mask = _IN_MODIFY | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
             wd = libc.inotify_add_watch(self.fd, os.fsencode(folder), mask)
             if wd < 0:
                 raise OSError(ctypes.get_errno(), f"cannot watch {folder}")
@@ -113,11 +126,14 @@ class State:
 
 @dataclass(frozen=True)
 class Moment:
-    """Kill ``delay`` s after the ``nth`` ``event`` of the process (``spawn``: after it starts)."""
+    """Kill at the ``nth`` ``event`` of the process (``spawn``: as soon as it has started).
+
+    A ``line`` event is the first log line of the process that starts with ``text`` (nth 1).
+    """
 
     event: str
     nth: int = 1
-    delay: float = 0.0
+    text: str = ""
     why: str = ""
 
     def reachable(self, state: State) -> bool:
@@ -125,43 +141,51 @@ class Moment:
         remaining = EPOCHS - state.saved
         if state.completed:
             return False
-        if self.event == "spawn":
+        if self.event in ("spawn", "hydra"):
             return True
+        if self.event == "line" and self.text.startswith("epoch "):
+            return int(self.text.split()[1]) > state.saved
+        if self.event == "line" and self.text.startswith("[dcutmix] resuming from"):
+            return state.saved > 0
         if self.event == "results":
             # one write as training starts, one per epoch, one to mark the run completed
-            return self.nth <= (remaining if self.delay else remaining + 2)
+            return self.nth <= remaining + 2
         if self.event == "metrics_rewrite":
             return state.saved > 0
         if self.event == "best_write":
             return state.saved == 0  # the first evaluation always improves on none
         return self.nth <= remaining
 
+    def __str__(self) -> str:
+        what = f"line {self.text!r}" if self.event == "line" else f"{self.event}#{self.nth}"
+        return f"{what} ({self.why})"
+
 
 # Two run folders' worth of moments, in order; each folder is finished by a rerun. A moment
-# that a folder can no longer reach (an earlier kill landed later than planned) starts a new one.
+# that a folder can no longer reach starts a new one.
 CHAINS = [
     [
-        Moment("spawn", delay=0.3, why="interpreter start-up"),
-        Moment("spawn", delay=1.5, why="imports, Hydra, the pre-launch check"),
+        Moment("spawn", why="interpreter start-up"),
+        Moment("hydra", why="imports done, Hydra's config saved, the run not begun"),
         Moment("results", why="data and model built, training about to start"),
-        Moment("results", delay=0.1, why="inside epoch 1"),
-        Moment("checkpoint_write", why="the first checkpoint half written"),
-        Moment("best_write", why="epoch 1 saved, best.pt half written, no metrics row yet"),
+        Moment("line", text="epoch 1 step 2/", why="inside epoch 1"),
+        Moment("checkpoint_write", why="the first checkpoint being written"),
+        Moment("best_write", why="epoch 1 saved, best.pt being written, no metrics row yet"),
         Moment("metrics_rewrite", why="a resume putting metrics.jsonl back to the checkpoint"),
-        Moment("results", delay=0.1, why="inside epoch 2"),
-        Moment("checkpoint_write", why="epoch 2's checkpoint half written over epoch 1's"),
+        Moment("line", text="epoch 2 step 2/", why="inside epoch 2"),
+        Moment("checkpoint_write", why="epoch 2's checkpoint being written over epoch 1's"),
         Moment("row", why="epoch 2's row appended, results.json not updated"),
-        Moment("checkpoint_write", why="the final checkpoint half written"),
+        Moment("checkpoint_write", why="the final checkpoint being written"),
         Moment("checkpoint_saved", why="the final checkpoint saved, its row not written"),
         Moment("results", why="a resume with nothing left to train, not yet marked completed"),
     ],
     [
-        Moment("spawn", delay=0.8, why="start-up"),
-        Moment("results", delay=0.03, why="the first steps"),
-        Moment("checkpoint_write", nth=2, why="epoch 1 saved, epoch 2's checkpoint half written"),
-        Moment("spawn", delay=2.5, why="late in a resume's start-up"),
-        Moment("results", delay=0.25, why="late in epoch 2 or evaluating"),
+        Moment("line", text="epoch 1 step 4/", why="halfway through epoch 1"),
+        Moment("checkpoint_write", nth=2, why="epoch 1 saved, epoch 2's checkpoint being written"),
+        Moment("line", text="[dcutmix] resuming from", why="late in a resume's start-up"),
+        Moment("line", text="epoch 2 step 6/", why="late in epoch 2, before evaluating"),
         Moment("checkpoint_saved", why="epoch 2 saved, best.pt and its row not written"),
+        Moment("hydra", why="a resume's start-up, its config saved again"),
         Moment("results", nth=3, why="just marked completed, the process exiting"),
     ],
 ]
@@ -178,14 +202,13 @@ class Kill:
     temp_left: bool
 
     def __str__(self) -> str:
-        return (
-            f"{self.run.name}: {self.moment.event}#{self.moment.nth}+{self.moment.delay}s "
-            f"({self.moment.why}) {self.before} -> {self.after}"
-            + (" [checkpoint write cut]" if self.temp_left else "")
+        return f"{self.run.name}: {self.moment} {self.before} -> {self.after}" + (
+            " [checkpoint write cut]" if self.temp_left else ""
         )
 
 
-def _spawn(run: Path, log: Path) -> subprocess.Popen:
+def _spawn(run: Path, log: Path, cpu: int | None = None) -> subprocess.Popen:
+    """Start the run, its output appended to ``log``; pinned to ``cpu`` when one is given."""
     with log.open("a") as stderr:
         return subprocess.Popen(
             [sys.executable, "-m", "dcutmix.train", *RUN, f"hydra.run.dir={run}"],
@@ -193,7 +216,41 @@ def _spawn(run: Path, log: Path) -> subprocess.Popen:
             env=ENV,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
+            preexec_fn=None if cpu is None else lambda: _pinned_and_ordinary(cpu),
         )
+
+
+def _pinned_and_ordinary(cpu: int) -> None:
+    """In the run's process before it starts: only ``cpu``, at ordinary priority."""
+    os.sched_setaffinity(0, {cpu})
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
+def _real_time_refused() -> str | None:
+    """Why this process cannot wait at real-time priority, or None when it can."""
+    if not hasattr(os, "SCHED_FIFO"):
+        return "this platform has no SCHED_FIFO"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except OSError as error:
+        return f"SCHED_FIFO refused ({error.strerror}); run as root"
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    return None
+
+
+@contextlib.contextmanager
+def _first_to_run_on(cpu: int):
+    """Run this process on ``cpu`` at real-time priority: once an event wakes it, a run pinned to
+    that CPU cannot go on until this process sleeps again (after its kill)."""
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    # Processes it starts do not inherit the priority.
+    os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        os.sched_setaffinity(0, affinity)
 
 
 def _state(run: Path) -> State:
@@ -217,26 +274,41 @@ def _new_folder(parent: Path, number: int) -> Path:
 
 def _kill_at(moment: Moment, run: Path, log: Path) -> subprocess.Popen:
     """Start the run, SIGKILL it at ``moment`` and reap it."""
-    watched = {"run": run, "checkpoints": run / "checkpoints"}
-    with FolderEvents(watched) as events:
-        proc = _spawn(run, log)
+    (run / ".hydra").mkdir(exist_ok=True)
+    watched = {"run": run, "checkpoints": run / "checkpoints", ".hydra": run / ".hydra"}
+    watched["logs"] = log.parent
+    log.touch()
+    read_from = log.stat().st_size  # this process's lines start here
+    cpu = max(os.sched_getaffinity(0))
+    with FolderEvents(watched) as events, _first_to_run_on(cpu):
+        proc = _spawn(run, log, cpu)
         deadline = time.monotonic() + PROCESS_TIMEOUT
-        if moment.event != "spawn":
-            folder, wanted, mask = EVENTS[moment.event]
-            seen = 0
-            while seen < moment.nth and proc.poll() is None:
-                if time.monotonic() > deadline:
-                    proc.kill()
-                    raise AssertionError(f"no {moment} within {PROCESS_TIMEOUT:.0f}s")
-                for key, name, event_mask in events.read(timeout=0.05):
-                    if key == folder and event_mask & mask and wanted(name):
-                        seen += 1
-                        if seen == moment.nth:
-                            break
-        time.sleep(moment.delay)
+        seen = 0
+        while moment.event != "spawn" and seen < moment.nth and proc.poll() is None:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"timed out after {PROCESS_TIMEOUT:.0f}s waiting for {moment}")
+            for key, name, event_mask in events.read(timeout=0.05):
+                seen += _matches(moment, key, name, event_mask, log, read_from)
+                if seen >= moment.nth:
+                    break
         proc.kill()  # a no-op when the process has already ended: the caller checks for that
         proc.wait(timeout=60)
     return proc
+
+
+def _matches(moment: Moment, key: str, name: str, mask: int, log: Path, read_from: int) -> int:
+    """How many of ``moment``'s events one inotify event is (a log write may add several lines)."""
+    if moment.event == "line":
+        if key != "logs" or name != log.name or not mask & _IN_MODIFY:
+            return 0
+        with log.open("rb") as text:
+            text.seek(read_from)
+            lines = text.read().decode(errors="replace").splitlines(keepends=True)
+        # complete lines only: the first one that starts with the text counts once
+        return int(any(line.endswith("\n") and line.startswith(moment.text) for line in lines))
+    folder, wanted, wanted_mask = EVENTS[moment.event]
+    return int(key == folder and bool(mask & wanted_mask) and wanted(name))
 
 
 def _finish(run: Path, log: Path) -> None:
@@ -278,6 +350,7 @@ def _kill_everywhere(tmp_path: Path) -> tuple[list[Kill], list[Path]]:
 
 
 def test_sigkill_at_twenty_moments_then_rerun_gives_the_uninterrupted_metrics(tmp_path):
+    require("real-time scheduling, to kill the run at each event itself", _real_time_refused())
     started = time.monotonic()
     reference = tmp_path / "reference"
     # The uninterrupted run, beside the first kills.
@@ -292,9 +365,11 @@ def test_sigkill_at_twenty_moments_then_rerun_gives_the_uninterrupted_metrics(tm
 
     summary = "\n".join(map(str, kills))
     assert len(kills) == 20
-    assert sum(kill.temp_left for kill in kills) >= 3, (
-        f"too few kills cut a checkpoint write:\n{summary}"
-    )
+    # Each kill lands at its event: every one at a checkpoint's creation cuts that write, and
+    # no kill lands so late that a chain needs a third folder.
+    cut = [kill.temp_left for kill in kills if kill.moment.event == "checkpoint_write"]
+    assert cut == [True] * 4, f"a kill at a checkpoint write came after it:\n{summary}"
+    assert len(finished) == len(CHAINS), summary
     assert {kill.before.saved for kill in kills} >= {0, 1, 2}, summary
     expected = read_metrics(reference)
     assert [row["epoch"] for row in expected] == list(range(1, EPOCHS + 1))

@@ -129,6 +129,9 @@ HYDRA_USERS = {
     "dcutmix.sweep.points",
     "dcutmix.sweep.precheck",
     "dcutmix.sweep.hydra_private",
+    # the searching sweeper (hydra/sweeper=dcutmix_optuna) is a Hydra Sweeper and reads overrides
+    # with Hydra's parser; hydra_plugins/dcutmix_sweeper only names it
+    "dcutmix.sweep.search",
 }
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from dcutmix.store.runlock import LOCK_NAME, Holder, RunFolderLocked, RunLock, process_start_ticks
 from tests.conftest import cli, read_metrics, read_results
+from tests.helpers.waiting import wait_until
 
 TINY = ["logger=none", "trainer.device=cpu", "run_name=test", "trainer.limit_train_batches=2"]
 
@@ -120,22 +121,42 @@ def test_a_reused_pid_on_this_host_does_not_keep_a_dead_lock(tmp_path):
     lock.release()
 
 
+def _count_refreshes(lock: RunLock) -> list[None]:
+    """Count the heartbeat thread's refreshes of ``lock``: one item per finished refresh."""
+    done: list[None] = []
+    refresh = lock.refresh
+
+    def counted() -> None:
+        refresh()
+        done.append(None)
+
+    lock.refresh = counted  # the heartbeat thread looks it up on each beat
+    return done
+
+
 def test_heartbeat_is_refreshed_and_release_leaves_a_lock_it_lost(tmp_path):
     lock = RunLock(tmp_path, heartbeat_s=0.05)
+    refreshes = _count_refreshes(lock)
     lock.acquire()
     first = Holder.read(lock.path)
-    time.sleep(0.3)
+    wait_until(lambda: len(refreshes) >= 1, 60, "the first heartbeat", poll=0.01)
     later = Holder.read(lock.path)
     assert later.heartbeat > first.heartbeat and later.since == first.since
+    assert later.token == lock.token
     # Someone took the folder over (e.g. after a network partition): the old holder leaves it.
     write_lock(tmp_path, token="new-holder")
-    time.sleep(0.2)
+    seen = len(refreshes)
+    # Two more beats: at least one began after the takeover, and must not have written.
+    wait_until(
+        lambda: len(refreshes) >= seen + 2, 60, "two heartbeats after the takeover", poll=0.01
+    )
+    assert Holder.read(lock.path).token == "new-holder"
     lock.release()
     assert Holder.read(lock.path).token == "new-holder"
 
 
-def _race(run_dir: str, start: float, results) -> None:
-    time.sleep(max(0.0, start - time.time()))
+def _race(run_dir: str, start, answered, results) -> None:
+    start.wait()  # all racers are up: they try at once
     lock = RunLock(Path(run_dir), heartbeat_s=60)
     try:
         lock.acquire()
@@ -143,7 +164,10 @@ def _race(run_dir: str, start: float, results) -> None:
         results.put("refused")
     else:
         results.put("won")
-        time.sleep(1.0)  # hold it while the others look
+        # Hold it until every racer has answered: a winner that ended early would leave a dead
+        # holder's lock, which a slow racer would rightly take over.
+        answered.wait(120)
+        lock.release()
 
 
 def test_processes_racing_for_a_dead_lock_get_exactly_one_winner(tmp_path):
@@ -151,12 +175,19 @@ def test_processes_racing_for_a_dead_lock_get_exactly_one_winner(tmp_path):
                           capture_output=True, text=True, check=True)  # fmt: skip
     write_lock(tmp_path, pid=int(dead.stdout))
     context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    start = time.time() + 0.5
-    racers = [context.Process(target=_race, args=(str(tmp_path), start, results)) for _ in range(6)]
+    racers_count = 6
+    results, start, answered = context.Queue(), context.Barrier(racers_count), context.Event()
+    racers = [
+        context.Process(target=_race, args=(str(tmp_path), start, answered, results))
+        for _ in range(racers_count)
+    ]
     for racer in racers:
         racer.start()
-    for racer in racers:
-        racer.join(30)
-    outcomes = sorted(results.get(timeout=5) for _ in racers)
-    assert outcomes == ["refused"] * 5 + ["won"]
+    try:
+        outcomes = sorted(results.get(timeout=120) for _ in racers)
+    finally:
+        answered.set()
+        for racer in racers:
+            racer.join(120)
+    assert outcomes == ["refused"] * (racers_count - 1) + ["won"]
+    assert [racer.exitcode for racer in racers] == [0] * racers_count

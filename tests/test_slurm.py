@@ -24,6 +24,7 @@ from conftest_slurm import (
     wait_until,
 )
 
+from tests.helpers.provided import require
 from tests.helpers.runs import read_metrics
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -34,8 +35,10 @@ TRAIN_SCRIPT = Path(sys.executable).with_name("dcutmix-train")
 
 def start_train_sweep(tmp_path: Path, overrides: list[str]) -> tuple[subprocess.Popen, Path, Path]:
     """Start ``dcutmix-train -m`` from a copy of the code; returns process, copy and sweep dir."""
-    if not TRAIN_SCRIPT.exists():
-        pytest.skip(f"{TRAIN_SCRIPT} is not installed; run `make install`")
+    require(
+        "the dcutmix-train command",
+        None if TRAIN_SCRIPT.exists() else f"{TRAIN_SCRIPT} is not installed; run `make install`",
+    )
     live = copy_code_tree(tmp_path / "live")
     sweep_dir = tmp_path / "sweep"
     process = subprocess.Popen(

@@ -127,3 +127,24 @@ def test_a_search_runs_its_trials_as_slurm_jobs(tmp_path):
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_value"] == min(run["top1_err_last"] for run in runs)
     assert len(submitit_job_ids(sweep)) == 2
+
+
+def test_a_pruned_search_on_slurm_prunes_its_trial_at_the_known_epoch(tmp_path):
+    from tests.test_pruning import PRUNED_GRID, check_pruned_sweep
+
+    partition = require_slurm()
+    sweep = tmp_path / "search"
+    search = subprocess.run(
+        [
+            sys.executable, "-m", "dcutmix.train", "-m", *PRUNED_GRID,
+            *slurm_launcher_overrides(partition), f"hydra.sweep.dir={sweep}",
+        ],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )  # fmt: skip
+    cancel_jobs(submitit_job_ids(sweep))
+    assert search.returncode == 0, search.stderr
+    # Each trial ran as its own Slurm job and reached the journal in the sweep folder.
+    assert len(submitit_job_ids(sweep)) == 2
+    check_pruned_sweep(sweep)
+    status = _sweep_cli("status", str(sweep), cwd=tmp_path)
+    assert "pruned          1" in status.stdout and "of 2 planned" in status.stdout

@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -295,23 +294,25 @@ def test_an_unreachable_server_costs_a_bounded_wait_and_falls_back_to_offline(
         WANDB_BASE_URL=base_url,
         PYTHONPATH=str(REPO_ROOT),
     )
-    began = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", UNREACHABLE_SCRIPT, str(tmp_path)],
         env=env,
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,  # a guard against a hang, not a measurement
     )
-    elapsed = time.perf_counter() - began
 
     assert done.returncode == 0, done.stderr
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcome["logger"] == "WandbLogger", done.stderr
-    # init_timeout_s=5 plus wandb's grace and the offline start; far below a run's length.
-    assert outcome["start_s"] < 45
-    assert elapsed < 90
+    # The script gives up on the server after init_timeout_s=5, then starts offline. Left to
+    # wandb's own init_timeout it would wait 90 s first; the guard sits between the two, with
+    # an offline start's worth of room for a loaded machine.
+    assert outcome["start_s"] < 75, (
+        f"the start gave up on the unreachable server only after {outcome['start_s']:.0f} s "
+        "(init_timeout_s=5; wandb's own default is 90 s)"
+    )
     assert "cannot reach W&B" in done.stderr
     assert "wandb: offline run; upload it later with: wandb sync " in done.stderr
     record = read_wandb_run(tmp_path)

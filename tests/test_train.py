@@ -15,6 +15,7 @@ import torch
 
 from dcutmix.mixing import MIXING_MODES
 from tests.helpers.runs import cli, compose_config, read_metrics, read_results
+from tests.helpers.waiting import wait_for_line
 
 METRIC_KEYS = {
     "epoch",
@@ -111,29 +112,23 @@ def test_resume_refuses_a_different_configuration(train_in_process, tmp_path):
         train_in_process(["trainer.epochs=3", "mixing=mixup"], run)
 
 
-def _wait_for_rows(run: Path, rows: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    metrics = run / "metrics.jsonl"
-    while time.time() < deadline:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= rows:
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"training ended early: {proc.stderr.read()}")
-        time.sleep(0.05)
-    raise AssertionError("no progress")
-
-
+# Progress lines ("epoch 2 step 5/90 ...") every LOG_EVERY steps: events the tests signal at.
+LOG_EVERY = 5
 SLOW_RUN = [
     "trainer.epochs=4",
     "trainer.batch_size=16",
     "logger=none",
     "trainer.device=cpu",
     "trainer.seed=3",
+    f"trainer.log_every={LOG_EVERY}",
 ]
 
 
-def _inside_epoch_two(run: Path, delay: float, mode: str) -> subprocess.Popen:
-    """Start SLOW_RUN in ``run`` and return once it is ``delay`` seconds into its second epoch."""
+def _at_epoch_two(run: Path, mode: str) -> subprocess.Popen:
+    """Start SLOW_RUN in ``run`` and return as it reports step LOG_EVERY of its second epoch.
+
+    The epoch has about 90 steps left then: a signal sent now lands inside it.
+    """
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -143,12 +138,16 @@ def _inside_epoch_two(run: Path, delay: float, mode: str) -> subprocess.Popen:
             f"mixing={mode}",
             f"hydra.run.dir={run}",
         ],
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait_for_rows(run, 1, proc)
-    time.sleep(delay)
+    wait_for_line(
+        proc.stderr,
+        lambda line: line.startswith(f"epoch 2 step {LOG_EVERY}/"),
+        timeout=300,
+        what=f"the run's progress line for step {LOG_EVERY} of epoch 2",
+    )
     return proc
 
 
@@ -178,14 +177,15 @@ def test_sigkill_mid_run_then_rerun_ends_with_the_uninterrupted_metrics(
     tmp_path, uninterrupted_metrics, mode
 ):
     run = tmp_path / "killed"
-    proc = _inside_epoch_two(run, delay=0.3, mode=mode)
+    proc = _at_epoch_two(run, mode=mode)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate(timeout=60)
     assert read_results(run)["status"] == "running"  # what a kill leaves behind
 
     rerun = cli([*SLOW_RUN, f"mixing={mode}", f"hydra.run.dir={run}"])
     assert rerun.returncode == 0, rerun.stderr
-    assert "resuming from" in rerun.stderr
+    # Killed inside epoch 2: everything of it is done again from epoch 1's checkpoint.
+    assert "last.pt at epoch 2 (restart count" in rerun.stderr, rerun.stderr
     assert read_metrics(run) == uninterrupted_metrics(mode)
     assert read_results(run)["status"] == "completed"
 
@@ -194,7 +194,7 @@ def test_sigkill_mid_run_then_rerun_ends_with_the_uninterrupted_metrics(
 @pytest.mark.parametrize("mode", [*RESUME_MODES, "manifold_mixup"])
 def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tmp_path, uninterrupted_metrics, mode):
     run = tmp_path / "stopped"
-    proc = _inside_epoch_two(run, delay=0.2, mode=mode)
+    proc = _at_epoch_two(run, mode=mode)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode != 0
@@ -203,7 +203,8 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tmp_path, uninterrupt
     assert "rerun the same command to resume" in results["error"]
     rerun = cli([*SLOW_RUN, f"mixing={mode}", f"hydra.run.dir={run}"])
     assert rerun.returncode == 0, rerun.stderr
-    assert "step" in rerun.stderr.split("resuming from", 1)[1].splitlines()[0]
+    resumed = rerun.stderr.split("resuming from", 1)[1].splitlines()[0]
+    assert " at epoch 2, step " in resumed, resumed
     assert read_metrics(run) == uninterrupted_metrics(mode)
 
 

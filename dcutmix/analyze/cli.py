@@ -21,6 +21,7 @@ from dcutmix.analyze.runs import (
     skip_reason,
     up_to_date,
 )
+from dcutmix.analyze.uncertainty import DEFAULT_VIEWS, score_run
 from dcutmix.errors import InputError
 from dcutmix.run.progress import log
 
@@ -90,10 +91,62 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point: ``dcutmix-analyze PATH... [options]``; returns the exit code."""
+def _uncertainty_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="dcutmix-analyze uncertainty",
+        description="Score every training image of a finished run (uncertainty from M DCutMix "
+        "views, predictive entropy, margin); writes uncertainty.csv, uncertainty.json and "
+        "plot_uncertainty.png into the run folder.",
+    )
+    add = parser.add_argument
+    add("run", metavar="RUN", help="a finished run folder with a checkpoint")
+    add("--views", type=int, default=DEFAULT_VIEWS, help=f"M (default {DEFAULT_VIEWS})")
+    add("--k", type=int, help="images per view (default: the run's K)")
+    add("--alpha", type=float, help="Dirichlet concentration (default: the run's alpha)")
+    add("--dataset", help="refuse a run trained on another dataset than this one")
+    add("--checkpoint", default="last", choices=("last", "best"), help="last (default) or best")
+    add("--batch-size", type=int, help="images per batch (default 500)")
+    add("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    add("--seed", type=int, default=0, help="seed of the views (default 0)")
+    return parser
+
+
+def uncertainty_main(argv: list[str]) -> int:
+    """``dcutmix-analyze uncertainty RUN [options]``; returns the exit code."""
     from dcutmix.config import resolve_device
 
+    try:
+        args = _uncertainty_parser().parse_args(argv)
+        try:
+            device = resolve_device(args.device)
+        except InputError as error:
+            raise InputError("--device", error.message) from None
+        meta = score_run(
+            Path(args.run), views=args.views, k=args.k, alpha=args.alpha, seed=args.seed,
+            dataset=args.dataset, checkpoint=args.checkpoint, batch_size=args.batch_size,
+            device=device,
+        )  # fmt: skip
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    cost = meta["cost_in_training_epochs"]
+    log(
+        f"{args.run}: scored {meta['images']} images with M={meta['views']} views "
+        f"(K={meta['k']}, alpha={meta['alpha']:g}) in {meta['seconds']:.1f}s"
+        + (f" ({cost:.2f} training epochs)" if cost is not None else "")
+        + "; wrote uncertainty.csv"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: ``dcutmix-analyze PATH... [options]`` or ``dcutmix-analyze
+    uncertainty RUN [options]``; returns the exit code."""
+    from dcutmix.config import resolve_device
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["uncertainty"]:
+        return uncertainty_main(argv[1:])
     try:
         args = _parser().parse_args(argv)
         check_options(

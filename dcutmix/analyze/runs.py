@@ -148,10 +148,18 @@ class _Run:
     model: nn.Module
     data: Any  # dcutmix.data.DataBundle
     checkpoint: dict[str, Any]
+    dataset: dict[str, Any]  # the dataset config the data was built from
 
 
-def _load_run(run_dir: Path, checkpoint: str, device: torch.device, batch_size: int | None) -> _Run:
-    """The run's model with its checkpoint's weights, and its data, as its config describes them."""
+def load_run(
+    run_dir: Path,
+    checkpoint: str,
+    device: torch.device,
+    batch_size: int | None,
+    whole_training_set: bool = False,
+) -> _Run:
+    """The run's model with its checkpoint's weights, and its data, as its config describes them
+    (``whole_training_set``: without the run's ``dataset.subset``)."""
     from omegaconf import OmegaConf
 
     from dcutmix.config import register
@@ -171,6 +179,8 @@ def _load_run(run_dir: Path, checkpoint: str, device: torch.device, batch_size: 
         raise InputError(
             f"{config_path}", f"cannot read the dataset, model and trainer settings ({first})"
         ) from None
+    if whole_training_set:
+        dataset.pop("subset", None)
     # The run's own seed: a dataset may draw its validation split from it.
     data = build_data(
         dataset,
@@ -194,7 +204,7 @@ def _load_run(run_dir: Path, checkpoint: str, device: torch.device, batch_size: 
         ) from None
     model.to(device)
     record = {"kind": checkpoint, "file": f"checkpoints/{path.name}", "epoch": state.get("epoch")}
-    return _Run(model, data, record)
+    return _Run(model, data, record, dataset)
 
 
 def analyze_run(
@@ -229,7 +239,7 @@ def analyze_run(
     stamp = _checkpoint_stamp(_checkpoint_path(run_dir, checkpoint))
     started = time.perf_counter()
     device = torch.device(device)
-    run = _load_run(run_dir, checkpoint, device, batch_size)
+    run = load_run(run_dir, checkpoint, device, batch_size)
     batches = _take(iter(run.data.val.epoch(1)), max_images)
     evaluation, landscape = _measure(run, batches, sigmas, directions, seed, run_dir.name, progress)
     results = read_json(run_dir / "results.json") or {}

@@ -19,6 +19,7 @@ from dcutmix.data.loaders import (
     pil_transform,
 )
 from dcutmix.data.settings import DatasetSettings, parse_dataset
+from dcutmix.data.subsets import SUBSET_FILE, SubsetChoice, choose_subset
 from dcutmix.errors import InputError
 
 DIGITS_SPLIT_SEED = 0
@@ -36,6 +37,28 @@ class DataBundle:
     image_size: tuple[int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    #: each training image's index in its dataset's training split (None: image folders)
+    train_index: Tensor | None = None
+    #: the chosen subset (dataset.subset) the train loader draws from, or None for all images
+    subset: SubsetChoice | None = None
+
+    def subset_file(self) -> tuple[str, dict[str, Any]]:
+        """A subset run's file (name, content): the record and the chosen images as indices of
+        the dataset's training split."""
+        assert self.subset is not None and self.train_index is not None
+        return SUBSET_FILE, {**self.subset.record, "indices": [int(i) for i in self.train_index]}
+
+    def recorded_subset(self) -> dict[str, Any]:
+        """What results.json's config records of the subset (a subset run is another
+        configuration than a full one): ``{"subset": record}``, or nothing."""
+        return {} if self.subset is None else {"subset": self.subset.record}
+
+    def images_per_epoch(self, limit_batches: int | None) -> int:
+        """Training images one epoch draws, with at most ``limit_batches`` batches."""
+        train = self.train
+        if limit_batches is None:
+            return train.num_samples
+        return min(len(train), limit_batches) * train.batch_size
 
     @property
     def bad_images(self) -> int:
@@ -52,6 +75,7 @@ class _InMemory(NamedTuple):
     val_images: Tensor
     val_labels: Tensor
     num_classes: int
+    train_index: Tensor | None = None  # None: 0, 1, ... N - 1
 
 
 def _digits(settings: DatasetSettings) -> _InMemory:
@@ -134,13 +158,14 @@ def _mnist_format(settings: DatasetSettings) -> _InMemory:
 
     *arrays, num_classes = mnist.load(settings.name, settings.root, settings.download)
     train_images, train_labels, val_images, val_labels = arrays
+    train_index = torch.arange(len(train_labels))
     if settings.train_subset is not None:
-        keep = mnist.balanced_subset(train_labels, settings.train_subset)
-        train_images, train_labels = train_images[keep], train_labels[keep]
+        train_index = mnist.balanced_subset(train_labels, settings.train_subset)
+        train_images, train_labels = train_images[train_index], train_labels[train_index]
     if settings.val_subset is not None:
         keep = mnist.balanced_subset(val_labels, settings.val_subset)
         val_images, val_labels = val_images[keep], val_labels[keep]
-    return _InMemory(train_images, train_labels, val_images, val_labels, num_classes)
+    return _InMemory(train_images, train_labels, val_images, val_labels, num_classes, train_index)
 
 
 _IN_MEMORY = {
@@ -188,6 +213,7 @@ def build_data(
     if settings.name == "imagefolder":
         return _folder_bundle(settings, batch_size, eval_batch_size, num_workers, common)
     data = _IN_MEMORY[settings.name](settings)
+    data, subset = _chosen(data, settings, dict(cfg), seed, batch_size)
     _check_train_size(settings, len(data.train_labels), batch_size)
     padding = settings.crop_padding if settings.augment else 0
     hflip = settings.hflip and settings.augment
@@ -219,9 +245,34 @@ def build_data(
             **common,
         )
         val = DeviceLoader(data.val_images, data.val_labels, **val_options, **common)
-    return DataBundle(
-        train, val, data.num_classes, channels, (height, width), settings.mean, settings.std
+    index = (
+        data.train_index if data.train_index is not None else torch.arange(len(data.train_labels))
     )
+    return DataBundle(
+        train, val, data.num_classes, channels, (height, width), settings.mean, settings.std,
+        index, subset,
+    )  # fmt: skip
+
+
+def _chosen(
+    data: _InMemory, settings: DatasetSettings, cfg: dict, seed: int, batch_size: int
+) -> tuple[_InMemory, SubsetChoice | None]:
+    """The in-memory set cut to ``dataset.subset`` when one is set (dcutmix.data.subsets)."""
+    if not settings.subset.active:
+        return data, None
+    choice = choose_subset(
+        settings.subset, data.train_labels.numpy(), seed=seed, dataset=cfg, batch_size=batch_size
+    )
+    keep = torch.from_numpy(choice.positions)
+    index = (
+        data.train_index if data.train_index is not None else torch.arange(len(data.train_labels))
+    )
+    cut = data._replace(
+        train_images=data.train_images[keep],
+        train_labels=data.train_labels[keep],
+        train_index=index[keep],
+    )
+    return cut, choice
 
 
 def _check_train_size(settings: DatasetSettings, size: int, batch_size: int) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dcutmix.data.subsets import SUBSET_DEFAULTS, SubsetSettings, parse_subset
 from dcutmix.errors import InputError
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # the paper's normalisation, for CIFAR-10 and CIFAR-100 alike
@@ -98,6 +99,8 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 """Every dataset's keys and their defaults; conf/dataset/<name>.yaml lists the same."""
+for _defaults in DATASET_DEFAULTS.values():
+    _defaults["subset"] = dict(SUBSET_DEFAULTS)
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class DatasetSettings:
     bad_images: str = "skip"
     train_subset: int | None = None
     val_subset: int | None = None
+    subset: SubsetSettings = field(default_factory=SubsetSettings)
 
 
 def _is_number(value: Any) -> bool:
@@ -215,6 +219,7 @@ _READERS: dict[str, Callable[[str, Any], Any]] = {
     "bad_images": _bad_images,
     "train_subset": _subset,
     "val_subset": _subset,
+    "subset": lambda key, value: parse_subset(value),
 }
 
 
@@ -281,6 +286,8 @@ def parse_dataset(cfg: Mapping[str, Any]) -> DatasetSettings:
                 "dataset.loader",
                 "device needs an in-memory dataset; imagefolder takes auto or torch",
             )
+        if settings.subset.active:
+            raise InputError("dataset.subset.fraction", "subsets need an in-memory dataset")
     if settings.loader == "torch" and channels not in (1, 3):
         raise InputError(
             "dataset.loader",

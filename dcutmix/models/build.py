@@ -46,8 +46,12 @@ MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 # Model knobs that results.json records beside the model's name: the report groups runs by them,
 # and a published figure may need them (Random Erasing's ResNets are width 1, shortcut B). Other
-# models' results.json stay as they were.
-_RECORDED = {f"resnet{depth}": ("width", "shortcut") for depth in _CIFAR_DEPTHS}
+# models' results.json stay as they were. The depth (which model.depth may change from the
+# name's) and tiny's width tell the candidates of a proxy search (+sweep=nas_proxy) apart.
+_RECORDED: dict[str, tuple[str, ...]] = {
+    **{f"resnet{depth}": ("depth", "width", "shortcut") for depth in _CIFAR_DEPTHS},
+    "tiny": ("width",),
+}
 
 # arguments that come from the data, not from the model's own config group
 _DATA_ARGUMENTS = frozenset({"num_classes", "in_channels"})

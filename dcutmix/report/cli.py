@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dcutmix.errors import InputError
 from dcutmix.report.plots import _analysis_plots, draw_plots
+from dcutmix.report.proxy import proxy_results
 from dcutmix.report.render import render_report, results_csv
 from dcutmix.report.runs import collect_runs
 from dcutmix.report.stats import (
@@ -92,15 +93,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows, problems = summarise(runs, metrics)
     baseline = args.baseline or default_baseline(rows)
     compare_with_baseline(rows, baseline, args.best)
+    proxy = proxy_results(runs, args.best)
     out_dir = Path(args.out) if args.out else Path(args.paths[0])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         plots = draw_plots(rows, out_dir, args.best) if rows and not args.no_plots else []
         if rows and not args.no_plots and len(metrics) > len(METRICS):
             plots += _analysis_plots(rows, out_dir)
-        report = render_report(rows, problems, plots, args.best, args.paths, metrics, baseline)
+        report = render_report(
+            rows, problems, plots, args.best, args.paths, metrics, baseline, proxy
+        )
         atomic_write_text(out_dir / "report.md", report)
-        atomic_write_text(out_dir / "results.csv", results_csv(rows, metrics))
+        atomic_write_text(out_dir / "results.csv", results_csv(rows, metrics, proxy))
     except OSError as error:
         print(
             f"dcutmix-report: --out: cannot write to {out_dir} ({error.strerror or error}); "

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dcutmix.reference import not_reproduced
+from dcutmix.report.proxy import PROXY_COLUMNS, ProxyResult, proxy_csv_columns, proxy_section
 from dcutmix.report.runs import Run
 from dcutmix.report.significance import Difference
 from dcutmix.report.stats import (
@@ -20,6 +21,7 @@ from dcutmix.report.stats import (
     headline_metric,
     varying_settings,
 )
+from dcutmix.store.results import Status
 
 _HEADINGS = {"k": "K", "per_sample": "per-sample"}
 
@@ -150,8 +152,10 @@ def render_report(
     sources: Sequence[str] = (),
     metrics: Sequence[Metric] = METRICS,
     baseline: str | None = None,
+    proxy: Sequence[ProxyResult] = (),
 ) -> str:
-    """The whole Markdown report: table, fixed settings, problem runs and links to plots."""
+    """The whole Markdown report: table, fixed settings, the proxy search (when subset and full
+    runs are both present), problem runs and links to plots."""
     sweeps = _sweep_names(rows)
     title = "# dcutmix report" + (f": {', '.join(sweeps)}" if sweeps else "")
     parts = [title]
@@ -180,8 +184,14 @@ def render_report(
             parts.append(not_reproduced_section())
         if any(row.published for row in rows):
             parts.append(published_section(rows))
+        if proxy:
+            parts.append(proxy_section(proxy, best))
     else:
         parts.append("No run has completed yet.")
+    pruned = [run for run in problems if run.status == Status.PRUNED]
+    problems = [run for run in problems if run.status != Status.PRUNED]
+    if pruned:
+        parts.append(pruned_section(pruned))
     note = excluded_note(problems)
     if note:
         parts.append(note + ".")
@@ -191,6 +201,22 @@ def render_report(
     if plots:
         parts.append("## Plots\n\n" + "\n".join(f"- [{name}]({name})" for name in plots))
     return "\n\n".join(parts) + "\n"
+
+
+def pruned_section(pruned: Sequence[Run]) -> str:
+    """The trials a search's pruner stopped: listed apart, never averaged into a row."""
+    lines = []
+    for run in pruned:
+        r = run.results
+        value = r.get("pruned_value")
+        shown = f"{value:.4g}" if isinstance(value, int | float) else "?"
+        lines.append(
+            f"- `{run.name}`: stopped after epoch {r.get('pruned_epoch', '?')} of "
+            f"{r.get('epochs', '?')}, objective {shown} ({run.path})"
+        )
+    return f"## Pruned by the search ({len(pruned)}; not in the table's means)\n\n" + "\n".join(
+        lines
+    )
 
 
 def not_reproduced_section() -> str:
@@ -235,14 +261,18 @@ def significance_note(baseline: str, best: bool) -> str:
 SIGNIFICANCE_COLUMNS = ("delta_vs_baseline", "delta_ci95_low", "delta_ci95_high", "p_value")
 
 
-def results_csv(rows: Sequence[Row], metrics: Sequence[Metric] = METRICS) -> str:
-    """One line per configuration: settings, n, metric means and stds, paper, baseline delta."""
+def results_csv(
+    rows: Sequence[Row], metrics: Sequence[Metric] = METRICS, proxy: Sequence[ProxyResult] = ()
+) -> str:
+    """One line per configuration: settings, n, metric means and stds, paper, baseline delta, and
+    with subset runs the proxy search's columns of the row's subset kind."""
     varying = varying_settings(rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     stat_columns = [f"{m.name}_{part}" for m in metrics for part in ("mean", "std")]
     with_published = any(row.published for row in rows)
     published_column = ["published_top1_err"] if with_published else []
+    published_column += list(PROXY_COLUMNS) if proxy else []
     writer.writerow(
         [*varying, "n", *stat_columns, "paper_top1_err", *SIGNIFICANCE_COLUMNS, *published_column]
     )
@@ -259,6 +289,7 @@ def results_csv(rows: Sequence[Row], metrics: Sequence[Metric] = METRICS) -> str
             [*settings, row.n, *stats, _csv_value(row.paper_top1_err)]
             + [_csv_value(value) for value in significance]
             + published
+            + ([_csv_value(v) for v in proxy_csv_columns(row.settings, proxy)] if proxy else [])
         )
     return buffer.getvalue()
 

@@ -34,6 +34,7 @@ from dcutmix.run.distributed import Distributed, shard
 from dcutmix.run.engine import Diverged, Engine, EpochState, LRSchedule
 from dcutmix.run.progress import log
 from dcutmix.run.seeding import seed_everything
+from dcutmix.run.trial import prune_now
 from dcutmix.store.results import RunResult, Status
 from dcutmix.store.run_folder import RunFolder
 
@@ -87,16 +88,16 @@ class RunState:
 
 def already_completed(cfg: DictConfig, folder: RunFolder, dist: Distributed) -> bool:
     """True (and says so) when this folder holds a completed run of at least as many epochs."""
-    previous = folder.read_results()
+    previous = folder.read_results() or {}
+    pruned = previous.get("status") == Status.PRUNED
     done = dist.share(
         not cfg.eval_only
-        and previous is not None
-        and previous.get("status") == Status.COMPLETED
-        and previous.get("epochs_completed", 0) >= cfg.trainer.epochs
+        and (pruned or previous.get("status") == Status.COMPLETED)
+        and (pruned or previous.get("epochs_completed", 0) >= cfg.trainer.epochs)
     )
     if done and dist.is_main:
         log(
-            f"run already completed in {folder.path}; nothing to do "
+            f"run already {previous['status']} in {folder.path}; nothing to do "
             f"(top-1 error {previous.get('top1_err_last')}%)"
         )
     return done
@@ -170,7 +171,7 @@ def build(cfg: DictConfig, dist: Distributed, device: torch.device, mixer: Mixer
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
     mixer.set_num_classes(data.num_classes)
-    config = run_config(cfg, mixer)
+    config = {**run_config(cfg, mixer), **data.recorded_subset()}
     mixing = compile_mixer(mixer) if cfg.mixing.compile else mixer
     return Built(data, model, mixing, count_parameters(model), config, device, dist)
 
@@ -351,6 +352,8 @@ class Fit:
     engine: Engine
     state: RunState
     result: RunResult
+    # The search trial this run is (``dcutmix.run.trial.SearchTrial``, on the main process).
+    trial: Any = None
 
     def save_last(self, epoch_done: int) -> None:
         """``last.pt``: all that resuming after ``epoch_done`` (and the partial epoch) needs."""
@@ -397,6 +400,7 @@ def running_result(cfg: DictConfig, built: Built, state: RunState) -> RunResult:
         Status.RUNNING, epochs_completed=state.start_epoch - 1, epochs=cfg.trainer.epochs,
         wall_seconds=state.wall_before, num_params=built.num_params, run_name=cfg.run_name,
         config=built.run_config, device=str(built.device), world_size=built.dist.world_size,
+        images_per_epoch=built.data.images_per_epoch(cfg.trainer.limit_train_batches),
     )  # fmt: skip
     result.record_errors(state.history)
     return result
@@ -451,6 +455,8 @@ def _train_epochs(f: Fit, logger: Any) -> int:
         if epoch % t.eval_every == 0 or epoch == t.epochs:
             _evaluate_into(row, f)
         _record_epoch(row, f, logger)
+        if row["val_top1_err"] is not None and _pruned(f, epoch):
+            return 0
         if f.engine.stop.signum is not None:
             return _interrupted(f, f"after epoch {epoch}")
     f.write(status=Status.COMPLETED)
@@ -494,6 +500,18 @@ def _record_epoch(row: dict, f: Fit, logger: Any) -> None:
     f.result.record_errors(s.history)
     f.write(epochs_completed=row["epoch"], bad_images=f.built.data.bad_images)
     log(_epoch_line(row, f.cfg.trainer.epochs))
+
+
+def _pruned(f: Fit, epoch: int) -> bool:
+    """A search's trial after an evaluated epoch: report, and stop when its pruner says so."""
+    if f.cfg.trial.number is None:
+        return False
+    value = getattr(f.result, f.cfg.objective)
+    if not prune_now(f.trial, f.built.dist, value, epoch):
+        return False
+    f.write(status=Status.PRUNED, pruned_epoch=epoch, pruned_value=value)
+    log(f"pruned by the search after epoch {epoch} ({f.cfg.objective} {value:.4g}); last.pt kept")
+    return True
 
 
 def _interrupted(f: Fit, where: str) -> int:

@@ -22,6 +22,8 @@ class Status(str, Enum):
     INTERRUPTED = "interrupted"
     DIVERGED = "diverged"
     FAILED = "failed"
+    # Stopped early by a searching sweeper's pruner (exit code 0): a finished trial, not a failure.
+    PRUNED = "pruned"
     # Only the report infers these, from a folder's files.
     UNFINISHED = "unfinished"
     NOT_STARTED = "not started"
@@ -88,6 +90,8 @@ class RunResult:
     val_loss_last: float | None = None
     wall_seconds: float = 0.0
     num_params: int | None = None
+    # Training images one epoch draws (a subset run's fewer): the proxy search's cost in images.
+    images_per_epoch: int = _ABSENT
     error: str | None = None
     hostname: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
@@ -99,6 +103,9 @@ class RunResult:
     bad_images: int = _ABSENT
     diverged_epoch: int = _ABSENT
     diverged_step: int = _ABSENT
+    # A pruned trial: the epoch it stopped after and the objective it reported there.
+    pruned_epoch: int = _ABSENT
+    pruned_value: float = _ABSENT
     # Which fields a result writes, when not all of them (see ``failed_early``); never written.
     layout: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
 

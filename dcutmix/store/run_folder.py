@@ -7,6 +7,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from dcutmix.errors import InputError
 from dcutmix.store.files import (
@@ -60,6 +61,11 @@ class RunFolder:
     def write_results(self, result: RunResult) -> None:
         if self.writer:
             atomic_write_json(self.results, {**result.to_json(), "updated_at": now_iso()})
+
+    def write_json(self, name: str, obj: Any) -> None:
+        """Another file of the run (``name`` in the folder), as JSON, atomically."""
+        if self.writer:
+            atomic_write_json(self.path / name, obj)
 
     def rewrite_metrics(self, history: list[dict]) -> None:
         """Make metrics.jsonl exactly the checkpoint's history (a kill may have left it ahead)."""

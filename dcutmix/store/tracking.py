@@ -204,14 +204,21 @@ class WandbLogger:
         self._last_step = step
 
     def finish(self, status: str, summary: Mapping[str, Any]) -> None:
-        """Write the final summary and status, then close the run (exit code 0 only if completed)."""
+        """Write the final summary and status, then close the run.
+
+        A completed run and a trial its search pruned close with exit code 0, every other end
+        with 1; a pruned trial's summary says ``pruned`` and it carries the tag ``pruned``, so
+        W&B lists it apart from both finished and failed runs.
+        """
         if self._run is None:
             return
         try:
             self._run.summary.update({**summary, "status": status})
+            if status == Status.PRUNED:
+                self._run.tags = (*self._run.tags, "pruned")
         except Exception as error:
             _warn(f"writing the run summary failed ({one_line(error)})")
-        self._close(exit_code=0 if status == Status.COMPLETED else 1)
+        self._close(exit_code=0 if status in (Status.COMPLETED, Status.PRUNED) else 1)
 
     def _give_up(self, error: Exception) -> None:
         _warn(f"logging failed ({one_line(error)}); training continues without W&B")

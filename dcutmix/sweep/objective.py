@@ -28,3 +28,10 @@ def objective_value(run_dir: Path, objective: str, exit_code: int) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return WORST
     return float(value)
+
+
+def run_status(run_dir: Path) -> str:
+    """The status a job's results.json records (``unknown`` when it has none)."""
+    results = read_json(Path(run_dir) / RESULTS_FILE)
+    status = results.get("status") if isinstance(results, dict) else None
+    return str(status or Status.UNKNOWN)

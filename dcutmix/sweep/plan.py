@@ -14,7 +14,8 @@ from dcutmix.errors import ConfigError
 from dcutmix.report import read_run
 from dcutmix.store.results import Status
 from dcutmix.sweep.hydra_private import overrides_dirname
-from dcutmix.sweep.points import FastComposer, Sweep, check_points, grid_jobs
+from dcutmix.sweep.points import FastComposer, Sweep, check_points, grid_jobs, target_folder
+from dcutmix.sweep.pruners import epoch_budget, pruner_spec
 
 CIFAR_TRAIN_IMAGES = 50_000
 DIGITS_IMAGES = 1_797
@@ -78,15 +79,6 @@ def job_name(
     return run_name(m.mode, m.k, m.alpha, cfg.trainer.seed, cfg.experiment_name, dirname)
 
 
-def target_folder(sweep: Sweep) -> Path | None:
-    """The sweep folder named on the command line (``hydra.sweep.dir=...``), when there is one."""
-    for line in sweep.hydra:
-        key, _, value = line.partition("=")
-        if key == "hydra.sweep.dir" and "${" not in value:
-            return Path(value).expanduser()
-    return None
-
-
 def _totals(jobs: int, epochs: int, images: int | None, seconds_per_epoch: float | None) -> str:
     line = f"{jobs} jobs: {epochs:,} epochs"
     line += f", {images:,} training images in all (epochs x images)" if images is not None else ""
@@ -147,9 +139,30 @@ def plan_search(
     with composer.point(next(iter(check_points(sweep)))) as cfg:
         per_epoch = _ImageCounter().per_epoch(cfg)
         epochs = trials * cfg.trainer.epochs
+        run_epochs = cfg.trainer.epochs
+    if sweep.is_search:
+        out(_pruner_line(sweep, trials, run_epochs, seconds_per_epoch))
     out(
         _totals(
             trials, epochs, None if per_epoch is None else per_epoch * epochs, seconds_per_epoch
         )
+        + (" (the worst case: no trial pruned)" if sweep.is_search else "")
     )
     return trials
+
+
+def _pruner_line(sweep: Sweep, trials: int, epochs: int, seconds_per_epoch: float | None) -> str:
+    """The pruner and, for successive halving and hyperband, the epochs to expect."""
+    spec = pruner_spec(sweep.sweeper.get("pruner"))
+    if spec is None:
+        return "pruner: none (every trial trains every epoch)"
+    settings = ", ".join(f"{k}={v}" for k, v in spec["kwargs"].items())
+    line = f"pruner: {spec['name']}" + (f" ({settings})" if settings else "")
+    budget = epoch_budget(spec, trials, epochs)
+    if budget.expected is None:
+        return line + "; how many epochs it saves depends on the values the trials report"
+    line += f"; rungs at epochs {', '.join(map(str, budget.rungs)) or 'none'}"
+    line += f"; expected about {budget.expected:,.0f} epochs"
+    if seconds_per_epoch is not None:
+        line += f" ({budget.expected * seconds_per_epoch / 3600:,.1f} GPU-hours)"
+    return line + f" of {budget.worst:,}, when many trials compete"

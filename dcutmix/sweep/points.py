@@ -13,6 +13,7 @@ import copy
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra import compose
@@ -24,8 +25,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from dcutmix.config import CONF_DIR
 from dcutmix.errors import ConfigError
 from dcutmix.sweep.hydra_private import BASIC_SWEEPER, apply_overrides
+from dcutmix.sweep.search import check_search, search_lines
 
-OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+#: the project's searching sweeper (hydra/sweeper=dcutmix_optuna, dcutmix.sweep.search)
+SEARCH_SWEEPER = "hydra_plugins.dcutmix_sweeper.OptunaSweeper"
+_PRUNER_LINES = ("hydra.sweeper.pruner", "+hydra.sweeper.pruner", "++hydra.sweeper.pruner")
 
 
 @dataclass
@@ -45,6 +49,10 @@ class Sweep:
     @property
     def is_basic(self) -> bool:
         return self.sweeper.get("_target_") == BASIC_SWEEPER
+
+    @property
+    def is_search(self) -> bool:
+        return self.sweeper.get("_target_") == SEARCH_SWEEPER
 
     @property
     def fixed(self) -> list[str]:
@@ -98,6 +106,17 @@ def read_sweep(overrides: list[str]) -> Sweep:
         line for line in hydra_lines if line.startswith(("hydra/sweeper", "hydra.sweeper"))
     ]
     firsts = [f"{o.get_key_element()}={values_to_check(o)[0]}" for o in task]
+    pruning = [line for line in sweeper_lines if line.startswith(_PRUNER_LINES)]
+    if pruning:
+        # Only the searching sweeper has a pruner: say so rather than fail at composition.
+        others = [line for line in sweeper_lines if line not in pruning]
+        chosen = compose("train", overrides=firsts + others, return_hydra_config=True)
+        if chosen.hydra.sweeper.get("_target_") != SEARCH_SWEEPER:
+            raise ConfigError(
+                f"{pruning[0]}: the {str(chosen.hydra.sweeper.get('_target_')).rsplit('.', 1)[-1]} "
+                "does not search, so it has nothing to prune; choose hydra/sweeper=dcutmix_optuna "
+                "(with hydra/sweeper/sampler=grid for a grid) or +sweep=alpha_search"
+            )
     base = compose("train", overrides=firsts + sweeper_lines, return_hydra_config=True)
     sweeper = base.hydra.sweeper
     params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
@@ -114,7 +133,8 @@ def check_sweeper(sweep: Sweep) -> None:
     if searched and sweep.is_basic:
         raise ConfigError(
             f"{searched[0].input_line}: an interval is searched, not enumerated; choose a searching "
-            "sweeper (hydra/sweeper=optuna, or +sweep=alpha_search) or give values as a,b or range()"
+            "sweeper (hydra/sweeper=dcutmix_optuna, or +sweep=alpha_search) or give values as a,b "
+            "or range()"
         )
     direction = sweep.sweeper.get("direction")
     directions = list(direction) if isinstance(direction, ListConfig | list) else [direction]
@@ -123,6 +143,24 @@ def check_sweeper(sweep: Sweep) -> None:
             "hydra.sweeper.direction: every objective (top1_err_last, top1_err_best, "
             "val_loss_last) is an error or a loss, so the search must minimize"
         )
+    if sweep.is_search:
+        task = [o.input_line for o in sweep.keys.values() if o.input_line not in _params(sweep)]
+        check_search(
+            sweep.sweeper, search_lines(sweep.sweeper.get("params"), task), target_folder(sweep)
+        )
+
+
+def _params(sweep: Sweep) -> set[str]:
+    return {f"{k}={v}" for k, v in (sweep.sweeper.get("params") or {}).items()}
+
+
+def target_folder(sweep: Sweep) -> Path | None:
+    """The sweep folder named on the command line (``hydra.sweep.dir=...``), when there is one."""
+    for line in sweep.hydra:
+        key, _, value = line.partition("=")
+        if key == "hydra.sweep.dir" and "${" not in value:
+            return Path(value).expanduser()
+    return None
 
 
 def check_points(sweep: Sweep) -> Iterator[list[str]]:

@@ -15,7 +15,9 @@ from dcutmix.store.results import Status
 
 # report.stats.PROBLEM_ORDER lists running too; each state gets one line. "pending" is Slurm's
 # queue, not a run status.
-STATE_ORDER = tuple(dict.fromkeys((Status.COMPLETED, Status.RUNNING, "pending", *PROBLEM_ORDER)))
+# "not submitted" counts the jobs sweep.json plans that have no run folder (yet).
+_RUN_STATES = (Status.COMPLETED, Status.PRUNED, Status.RUNNING, "pending", *PROBLEM_ORDER)
+STATE_ORDER = (*dict.fromkeys(_RUN_STATES), "not submitted")
 # Pending reasons that waiting cannot clear: the request itself does not fit the cluster.
 STUCK_REASONS = frozenset(
     {
@@ -117,11 +119,19 @@ def report_status(folder: Path, out: Callable[[str], None] = print) -> int:
         # A folder without results while Slurm runs the sweep's jobs belongs to a job starting up.
         state = Status.RUNNING if run.status == Status.NOT_STARTED and slurm_running else run.status
         by_state.setdefault(state, []).append(run)
+    planned = record.get("planned_jobs")
+    of_planned = f" of {planned} planned" if isinstance(planned, int) else ""
     out(
-        f"sweep {record.get('name', folder.name)} in {folder}: {len(runs)} run folders, {len(pending)} jobs pending in Slurm"
+        f"sweep {record.get('name', folder.name)} in {folder}: {len(runs)} run folders"
+        f"{of_planned}, {len(pending)} jobs pending in Slurm"
     )
     needing = 0
     for state in [*STATE_ORDER, *sorted(set(by_state) - set(STATE_ORDER))]:
+        if state == "not submitted":
+            missing = planned - len(runs) - len(pending) if isinstance(planned, int) else 0
+            if missing > 0:
+                out(f"{state:<12} {missing:4d}")
+            continue
         if state == "pending":
             if pending:
                 reason_text, stuck = _pending_line(pending)
