@@ -315,7 +315,8 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [
         "error: mixing=dcutmixx: no such mixing option; choose one of cutmix, cutout, dcutmix, "
-        "dmixup, fmix, manifold_mixup, mixup, naive_cutmix, naive_mixup, none, resizemix"
+        "dmixup, fmix, manifold_mixup, mixup, naive_cutmix, naive_mixup, none, random_erasing, "
+        "resizemix"
     ]
     assert not (tmp_path / "x").exists()
 
