@@ -333,3 +333,13 @@ def test_bad_data_arguments_are_named(name: str, argument: str, value: int) -> N
     arguments = {"num_classes": 10, "in_channels": 3, argument: value}
     with pytest.raises(ConfigError, match=argument):
         build_model(name, **arguments)
+
+
+def test_results_record_tiny_width_only_when_it_is_not_the_default():
+    from dcutmix.models.build import recorded_settings
+
+    # earlier tiny runs recorded no width: the default keeps their row, another width is new
+    assert recorded_settings({"name": "tiny", "width": 32}) == {}
+    assert recorded_settings({"name": "tiny", "width": 8}) == {"width": 8}
+    resnet = recorded_settings({"name": "resnet20", "depth": 20, "width": 1, "shortcut": "B"})
+    assert resnet == {"depth": 20, "width": 1, "shortcut": "B"}

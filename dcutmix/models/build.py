@@ -47,11 +47,13 @@ MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 # Model knobs that results.json records beside the model's name: the report groups runs by them,
 # and a published figure may need them (Random Erasing's ResNets are width 1, shortcut B). Other
 # models' results.json stay as they were. The depth (which model.depth may change from the
-# name's) and tiny's width tell the candidates of a proxy search (+sweep=nas_proxy) apart.
+# name's) and tiny's width tell the candidates of a proxy search (+sweep=nas_proxy) apart; tiny's
+# width is recorded only when it is not tiny's default, so the runs of every earlier tiny sweep
+# (which recorded no width) still share a row with today's default runs.
 _RECORDED: dict[str, tuple[str, ...]] = {
     **{f"resnet{depth}": ("depth", "width", "shortcut") for depth in _CIFAR_DEPTHS},
-    "tiny": ("width",),
 }
+_RECORDED_WHEN_CHANGED: dict[str, tuple[str, ...]] = {"tiny": ("width",)}
 
 # arguments that come from the data, not from the model's own config group
 _DATA_ARGUMENTS = frozenset({"num_classes", "in_channels"})
@@ -74,7 +76,14 @@ def hidden_layers(name: str) -> tuple[int, ...]:
 
 def recorded_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The knobs of a model config group that results.json records (see ``_RECORDED``)."""
-    return {key: config.get(key) for key in _RECORDED.get(config.get("name"), ())}
+    name = config.get("name")
+    recorded = {key: config.get(key) for key in _RECORDED.get(name, ())}
+    if name in _RECORDED_WHEN_CHANGED:
+        defaults = inspect.signature(_BUILDERS[name]).parameters
+        for key in _RECORDED_WHEN_CHANGED[name]:
+            if config.get(key) != defaults[key].default:
+                recorded[key] = config.get(key)
+    return recorded
 
 
 def check_model_config(config: dict[str, Any]) -> None:
