@@ -28,6 +28,7 @@ from dcutmix.sweep.precheck import precheck
 from dcutmix.sweep.pruners import epoch_budget, pruner_spec
 from dcutmix.sweep.status import report_status
 from tests.helpers.runs import cli, read_results
+from tests.helpers.wandb_files import read_wandb_run
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 QUICK = ["logger=none", "trainer.device=cpu"]
@@ -291,3 +292,22 @@ def test_a_trial_killed_mid_search_resumes_with_its_reported_values(tmp_path):
     for epoch, value in before.intermediate_values.items():
         assert after.intermediate_values[epoch] == value
     assert [json.loads(line)["epoch"] for line in (first / "metrics.jsonl").open()] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_ends_its_wandb_run_with_its_own_state(tmp_path):
+    sweep = tmp_path / "sweep"
+    grid = ["logger=wandb" if arg == "logger=none" else arg for arg in PRUNED_GRID]
+    result = cli(
+        ["-m", *grid, "logger.mode=offline", f"hydra.sweep.dir={sweep}"],
+        env=ONE_THREAD,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    pruned = read_wandb_run(next(sweep.glob("*lr1e-05*")))
+    # not a failure (exit code 0), not a finished run either: its own status and tag
+    assert pruned["exit_code"] == 0
+    assert pruned["summary"]["status"] == "pruned" and "pruned" in pruned["run"]["tags"]
+    completed = read_wandb_run(next(sweep.glob("*lr0.2*")))
+    assert completed["exit_code"] == 0 and completed["summary"]["status"] == "completed"
+    assert "pruned" not in completed["run"]["tags"]
