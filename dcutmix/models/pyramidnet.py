@@ -18,7 +18,7 @@ from dcutmix.models.regularisers import (
     check_stochastic_depth,
     drop_block,
     drop_branch,
-    survival_probabilities,
+    set_survival,
 )
 
 __all__ = ["PyramidBasicBlock", "PyramidBottleneck", "PyramidNet"]
@@ -151,10 +151,7 @@ class PyramidNet(StagedModel):
         self.fc = nn.Linear(channels, num_classes)
 
         all_blocks = [b for stage in stages for b in stage]
-        for b, survival in zip(
-            all_blocks, survival_probabilities(len(all_blocks), last_survival), strict=True
-        ):
-            b.survival = survival
+        set_survival(all_blocks, last_survival)
         # Settings, not modules: the module tree (and the authors' checkpoints) stay unchanged.
         self.dropblock = dropblock_settings
 

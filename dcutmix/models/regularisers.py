@@ -24,6 +24,7 @@ __all__ = [
     "drop_block_with",
     "drop_branch",
     "dropblock_gamma",
+    "set_survival",
     "survival_probabilities",
 ]
 
@@ -81,6 +82,12 @@ def survival_probabilities(blocks: int, last: float | None) -> list[float]:
     if last is None:
         return [1.0] * blocks
     return [1.0 - (index / blocks) * (1.0 - last) for index in range(1, blocks + 1)]
+
+
+def set_survival(blocks: list, last: float | None) -> None:
+    """Give each residual block, in order, its ``survival`` by ``survival_probabilities``."""
+    for block, survival in zip(blocks, survival_probabilities(len(blocks), last), strict=True):
+        block.survival = survival
 
 
 def drop_branch(branch: Tensor, survival: float, training: bool) -> Tensor:

@@ -30,7 +30,7 @@ from dcutmix.models.regularisers import (
     check_stochastic_depth,
     drop_block_with,
     drop_branch,
-    survival_probabilities,
+    set_survival,
 )
 
 __all__ = ["SHORTCUTS", "ResNetCifar"]
@@ -143,10 +143,7 @@ class ResNetCifar(StagedModel):
         self.fc = nn.Linear(channels, num_classes)
 
         all_blocks = [b for stage in stages for b in stage]
-        for b, survival in zip(
-            all_blocks, survival_probabilities(len(all_blocks), last_survival), strict=True
-        ):
-            b.survival = survival
+        set_survival(all_blocks, last_survival)
         init_conv_and_bn(self)
 
     def parts(self) -> list:
